@@ -1,0 +1,83 @@
+"""Reading an ONNX file safely: clear errors for missing, truncated or hostile files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from verifier.errors import InputError
+
+MAX_FILE_BYTES = 2**31 - 1  # protobuf's own limit for one message
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load ``path`` as an ONNX model with external data confined to its folder."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("model file not found", path=str(p))
+    if not p.is_file():
+        raise InputError("model path is not a file", path=str(p))
+    size = p.stat().st_size
+    if size == 0:
+        raise InputError("model file is empty", path=str(p))
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"model file is {size} bytes, over the 2 GiB protobuf limit", path=str(p))
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read model file ({e.strerror})", path=str(p)) from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:
+        raise InputError("not an ONNX model (protobuf decoding failed: truncated or another format)",
+                         path=str(p)) from None
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise InputError("not an ONNX model (no graph nodes)", path=str(p))
+    _load_external_data(model, p)
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Resolve external tensor data, refusing locations outside the model's folder."""
+    base = path.resolve().parent
+    external = [t for t in model.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    for tensor in external:
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        target = (base / location).resolve()
+        if os.path.isabs(location) or base not in target.parents:
+            raise InputError(f"initializer '{tensor.name}' points to external data '{location}' "
+                             "outside the model's folder (refused)", path=str(path))
+        if not target.is_file():
+            raise InputError(f"initializer '{tensor.name}': external data file '{location}' not found",
+                             path=str(path))
+    if external:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(base))
+        except Exception as e:
+            raise InputError(f"cannot load external tensor data ({e})", path=str(path)) from None
+
+
+def initializer_arrays(model: onnx.ModelProto, path: str) -> dict[str, np.ndarray]:
+    """All initializers as numpy arrays; NaN/Inf in float weights is refused."""
+    out = {}
+    for tensor in model.graph.initializer:
+        try:
+            arr = numpy_helper.to_array(tensor)
+        except Exception as e:
+            raise InputError(f"initializer '{tensor.name}' cannot be decoded ({e})", path=path) from None
+        check_finite(arr, f"initializer '{tensor.name}'", path)
+        out[tensor.name] = arr
+    return out
+
+
+def check_finite(arr: np.ndarray, what: str, path: str) -> None:
+    """Refuse NaN or infinite entries in a float constant."""
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise InputError(f"{what} has {bad} NaN/Inf value(s) (refused)", path=path)

@@ -1,0 +1,242 @@
+"""ONNX → :class:`Graph`: constant folding, static shapes, lowering to canonical ops."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from verifier.errors import InputError, UnsupportedError
+from verifier.ir.graph import Graph, Node
+from verifier.ir.onnx_file import check_finite, initializer_arrays, read_model
+
+MAX_ELEMENTS = 1 << 27  # per-sample elements of one value; larger declared shapes are refused
+
+
+def load_onnx(path: str | os.PathLike) -> Graph:
+    """Read and import an ONNX model file (float32 parameters on CPU)."""
+    model = read_model(path)
+    return Importer(model, str(path)).run()
+
+
+class Importer:
+    """Walks the ONNX graph once, folding constants and emitting canonical nodes."""
+
+    def __init__(self, model: onnx.ModelProto, path: str):
+        self.model = model
+        self.path = path
+        self.opset = _default_opset(model)
+        self.consts: dict[str, np.ndarray] = initializer_arrays(model, path)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.alias: dict[str, str] = {}
+        self.nodes: list[Node] = []
+        self.onnx_node: onnx.NodeProto | None = None
+
+    # ---- driver -------------------------------------------------------------------------
+    def run(self) -> Graph:
+        from verifier.ir.lowering import lower_node
+
+        input_name, batched = self._graph_input()
+        for node in _topological(self.model.graph, set(self.consts) | {input_name}, self.path):
+            self.onnx_node = node
+            if self._fold(node):
+                continue
+            lower_node(self, node)
+        output_name = self._graph_output(input_name)
+        return Graph(tuple(self.nodes), input_name, self.shapes[input_name], output_name,
+                     batched, onnx_path=self.path, dtype=torch.float32)
+
+    def _graph_input(self) -> tuple[str, bool]:
+        inputs = [i for i in self.model.graph.input if i.name not in self.consts]
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs) or "none"
+            raise UnsupportedError(f"the model must have exactly one input, it has {len(inputs)} ({names})",
+                                   path=self.path)
+        inp = inputs[0]
+        dims = list(inp.type.tensor_type.shape.dim)
+        if not inp.type.tensor_type.HasField("shape"):
+            raise InputError(f"input '{inp.name}' has no declared shape", path=self.path)
+        shape, batched = [], len(dims) >= 2
+        for i, d in enumerate(dims):
+            value = d.dim_value if d.HasField("dim_value") else None
+            if value is None or value <= 0:
+                if i == 0 and len(dims) >= 2:
+                    value = 1
+                else:
+                    label = d.dim_param or "?"
+                    raise UnsupportedError(f"input '{inp.name}' dimension {i} ('{label}') is dynamic and "
+                                           "cannot be resolved", path=self.path)
+            shape.append(int(value))
+        if batched and shape[0] != 1:
+            batched = False
+        self._check_size(inp.name, tuple(shape))
+        self.shapes[inp.name] = tuple(shape)
+        return inp.name, batched
+
+    def _graph_output(self, input_name: str) -> str:
+        outputs = list(self.model.graph.output)
+        if len(outputs) != 1:
+            raise UnsupportedError(f"the model must have exactly one output, it has {len(outputs)}",
+                                   path=self.path)
+        name = self.resolve(outputs[0].name)
+        if name == input_name or name not in self.shapes:
+            raise UnsupportedError(f"output '{outputs[0].name}' does not depend on the input",
+                                   path=self.path)
+        self._reorder_for_output(name)
+        return name
+
+    def _reorder_for_output(self, name: str) -> None:
+        """Drop nodes the output does not depend on (keeps topological order)."""
+        needed, keep = {name}, []
+        for node in reversed(self.nodes):
+            if node.name in needed:
+                keep.append(node)
+                needed.update(node.inputs)
+        self.nodes = list(reversed(keep))
+
+    # ---- helpers for lowering rules ----------------------------------------------------
+    def where(self) -> str:
+        n = self.onnx_node
+        return f"node '{n.name or n.output[0]}' ({n.op_type})" if n is not None else ""
+
+    def error(self, message: str, unsupported: bool = True) -> Exception:
+        cls = UnsupportedError if unsupported else InputError
+        return cls(message, path=self.path, where=self.where())
+
+    def resolve(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def is_const(self, name: str) -> bool:
+        return name == "" or self.resolve(name) in self.consts
+
+    def const(self, name: str) -> np.ndarray:
+        return self.consts[self.resolve(name)]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        name = self.resolve(name)
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        return self.shapes[name]
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        for a in self.onnx_node.attribute:
+            if a.name == name:
+                return onnx.helper.get_attribute_value(a)
+        return default
+
+    def emit(self, op: str, inputs: list[str], attrs: dict | None = None, params: dict | None = None,
+             name: str | None = None, out_shape: tuple[int, ...] | None = None) -> str:
+        """Append a canonical node; its output shape is found by evaluating it on zeros."""
+        from verifier.ops import make_op
+
+        name = name or self._fresh(op)
+        params = {k: torch.as_tensor(np.asarray(v)) for k, v in (params or {}).items()}
+        params = {k: v.double() if v.is_floating_point() else v for k, v in params.items()}
+        inputs = [self.resolve(i) for i in inputs]
+        node = Node(name, op, tuple(inputs), attrs or {}, params, tuple(out_shape or ()), self.where())
+        if out_shape is None:
+            zeros = [torch.zeros(1, *self.shapes[i], dtype=torch.float64) for i in inputs]
+            try:
+                y = make_op(node, torch.float64, torch.device("cpu")).forward(*zeros)
+            except (RuntimeError, ValueError, IndexError) as e:
+                raise self.error(f"cannot apply {op}: {str(e).splitlines()[0]}", unsupported=False) from None
+            node = Node(name, op, tuple(inputs), attrs or {}, params, tuple(y.shape[1:]), self.where())
+        self._check_size(name, node.out_shape)
+        self.shapes[name] = node.out_shape
+        self.nodes.append(node)
+        return name
+
+    def _fresh(self, op: str) -> str:
+        return f"{self.onnx_node.output[0]}/{op}#{len(self.nodes)}"
+
+    def _check_size(self, name: str, shape: tuple[int, ...]) -> None:
+        if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+            raise InputError(f"value '{name}' has shape {list(shape)}: over {MAX_ELEMENTS} elements "
+                             "per sample (refused)", path=self.path, where=self.where())
+
+    # ---- constant folding ----------------------------------------------------------------
+    def _fold(self, node: onnx.NodeProto) -> bool:
+        """Fold ``node`` into constants when all its inputs are known; True if folded."""
+        if node.op_type == "Constant":
+            self._set_consts(node, [_constant_value(node)])
+            return True
+        if node.op_type in ("Shape", "Size") and node.input[0] and not self.is_const(node.input[0]):
+            shape = np.array(self.shape(node.input[0]), dtype=np.int64)
+            start, end = self.attr("start", 0), self.attr("end", None)
+            value = shape[start:end] if node.op_type == "Shape" else np.array(shape.prod(), np.int64)
+            self._set_consts(node, [value])
+            return True
+        if not all(self.is_const(i) for i in node.input):
+            return False
+        self._set_consts(node, self._evaluate_constant(node))
+        return True
+
+    def _evaluate_constant(self, node: onnx.NodeProto) -> list[np.ndarray]:
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {i: self.const(i) for i in node.input if i}
+        try:
+            return list(ReferenceEvaluator(node).run(None, feeds))
+        except Exception as e:
+            raise self.error(f"cannot fold constant: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                             unsupported=False) from None
+
+    def _set_consts(self, node: onnx.NodeProto, values: list[np.ndarray]) -> None:
+        for name, value in zip(node.output, values):
+            value = np.asarray(value)
+            check_finite(value, f"constant '{name}'", self.path)
+            self.consts[name] = value
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    return np.asarray(onnx.helper.get_attribute_value(attr))
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 13
+
+
+def _topological(graph: onnx.GraphProto, known: set[str], path: str) -> list[onnx.NodeProto]:
+    """Nodes in an order where every input is produced first; cycles and dangling inputs fail."""
+    produced = {out: i for i, n in enumerate(graph.node) for out in n.output if out}
+    for n in graph.node:
+        for inp in n.input:
+            if inp and inp not in known and inp not in produced:
+                raise InputError(f"node '{n.name or n.output[0]}' ({n.op_type}) reads '{inp}', "
+                                 "which no node, initializer or input provides", path=path)
+    order, state = [], {}
+    for start in range(len(graph.node)):
+        stack = [(start, False)]
+        while stack:
+            i, done = stack.pop()
+            if done:
+                state[i] = 2
+                order.append(graph.node[i])
+                continue
+            if state.get(i) == 2:
+                continue
+            if state.get(i) == 1:
+                continue
+            state[i] = 1
+            stack.append((i, True))
+            for inp in graph.node[i].input:
+                j = produced.get(inp)
+                if j is None:
+                    continue
+                if state.get(j) == 1:
+                    n = graph.node[j]
+                    raise InputError(f"the graph has a cycle through node '{n.name or n.output[0]}'", path=path)
+                if state.get(j) is None:
+                    stack.append((j, False))
+    return order
