@@ -1,0 +1,70 @@
+"""The public Python API: load_model, load_property, verify, compute_bounds."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import torch
+
+from verifier.config import VerifyConfig
+from verifier.engines.pipeline import run_pipeline
+from verifier.errors import InputError
+from verifier.ir.graph import Graph
+from verifier.result import Result
+from verifier.spec.property import Property
+
+
+def load_model(path: str | os.PathLike) -> Graph:
+    """Read an ONNX file into a :class:`Graph`; ``graph(x)`` evaluates a batch
+    ``x`` of shape ``(N, *graph.input_shape)``."""
+    from verifier.ir.onnx_import import load_onnx
+
+    return load_onnx(path)
+
+
+def load_property(path: str | os.PathLike, model: Graph | None = None) -> Property:
+    """Parse a VNN-LIB file; with ``model`` given, its variable counts are checked against it."""
+    from verifier.spec.vnnlib import parse_vnnlib
+
+    if model is None:
+        return parse_vnnlib(path)
+    return parse_vnnlib(path, n_inputs=model.n_inputs, n_outputs=model.n_outputs)
+
+
+def verify(model: Graph, prop: Property, timeout: float | None = None, config: VerifyConfig | None = None,
+           progress: Callable[[str], None] | None = None, **settings) -> Result:
+    """Decide ``prop`` on ``model``: attack → interval → CROWN → α-CROWN → branch and bound.
+
+    Returns a :class:`Result` whose status is ``verified`` only with a proof, ``falsified``
+    only with a counterexample that onnxruntime confirmed on the model's ONNX file, else
+    ``unknown`` or ``timeout``. ``settings`` override fields of :class:`VerifyConfig`
+    (``device``, ``seed``, ...).
+    """
+    config = config or VerifyConfig()
+    if timeout is not None:
+        settings["timeout"] = float(timeout)
+    config = dataclasses.replace(config, **settings)
+    _check_sizes(model, prop)
+    return run_pipeline(model, prop, config, progress or (lambda _msg: None))
+
+
+def _check_sizes(model: Graph, prop: Property) -> None:
+    if prop.n_inputs != model.n_inputs or prop.n_outputs != model.n_outputs:
+        raise InputError(f"property has {prop.n_inputs} inputs and {prop.n_outputs} outputs, the model "
+                         f"has {model.n_inputs} inputs and {model.n_outputs} outputs", path=prop.source)
+
+
+def compute_bounds(model: Graph, lower: torch.Tensor, upper: torch.Tensor, method: str = "crown",
+                   C: torch.Tensor | None = None, timeout: float = 60.0,
+                   config=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds ``(lb, ub)`` of the outputs (or of ``C · y``) over a batch of input boxes.
+
+    ``lower``/``upper``: ``(B, *model.input_shape)``; ``C``: ``(n_rows, n_outputs)`` or
+    ``(B, n_rows, n_outputs)``. Returns tensors ``(B, n_outputs)`` or ``(B, n_rows)``.
+    ``method``: ``ibp``, ``crown``, ``alpha-crown`` or ``lp``.
+    """
+    from verifier.bounds.api import bounds_for_boxes
+
+    return bounds_for_boxes(model, lower, upper, method, C, time.monotonic() + timeout, config)

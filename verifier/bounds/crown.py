@@ -1,0 +1,143 @@
+"""CROWN and α-CROWN drivers: intermediate bounds for every nonlinear input, then the
+property rows ``C · y`` bounded in one backward pass (all rows at once)."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from verifier.bounds.interval import interval_bounds
+from verifier.bounds.linear import Region, backward_bound
+from verifier.config import BoundsConfig
+from verifier.ir.graph import Graph
+from verifier.ops.activations import LeakyRelu, Relu
+from verifier.ops.base import Activation, Affine, Box
+
+_PIECEWISE = (Relu, LeakyRelu)
+
+
+def nonlinear_inputs(graph: Graph) -> dict[str, bool]:
+    """Values feeding an activation or another nonlinear op → whether all such consumers are
+    ReLU-like (then only unstable neurons need tightening)."""
+    out: dict[str, bool] = {}
+    for node in graph.nodes:
+        op = graph.ops[node.name]
+        if isinstance(op, Affine):
+            continue
+        for name in node.inputs:
+            out[name] = out.get(name, True) and isinstance(op, _PIECEWISE)
+    return out
+
+
+def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_crown: bool = True,
+                        fixed: dict[str, Box] | None = None) -> dict[str, Box]:
+    """Bounds of every value: interval bounds, tightened by CROWN at nonlinear inputs.
+
+    ``fixed`` holds bounds to intersect in (e.g. from branching); shapes ``(B, *shape)``.
+    """
+    needs = nonlinear_inputs(graph) if use_crown else {}
+    bounds: dict[str, Box] = {graph.input_name: (region.lower, region.upper)}
+    for node in graph.nodes:
+        lo, hi = graph.ops[node.name].interval(*[bounds[i] for i in node.inputs])
+        if node.name in needs and isinstance(graph.ops[node.name], Affine):
+            lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config)
+        if fixed and node.name in fixed:
+            lo, hi = torch.maximum(lo, fixed[node.name][0]), torch.minimum(hi, fixed[node.name][1])
+        bounds[node.name] = (lo, hi)
+    return bounds
+
+
+def _tighten(graph, name, lo, hi, bounds, region, relu_only: bool, config: BoundsConfig):
+    """CROWN bounds of value ``name`` on the neurons that matter, intersected with ``lo, hi``."""
+    B = lo.shape[0]
+    flat_lo, flat_hi = lo.reshape(B, -1), hi.reshape(B, -1)
+    if relu_only:
+        idx = torch.nonzero(((flat_lo < 0) & (flat_hi > 0)).any(0)).flatten()
+    else:
+        idx = torch.arange(flat_lo.shape[1], device=lo.device)
+    if idx.numel() == 0:
+        return lo, hi
+    n = flat_lo.shape[1]
+    per_row = B * max(n, graph.n_inputs) * 2
+    chunk = max(1, config.max_batch_elements // max(per_row, 1))
+    new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
+    for start in range(0, idx.numel(), chunk):
+        part = idx[start:start + chunk]
+        lb, ub = _bound_rows(graph, name, part, n, lo, bounds, region)
+        new_lo[:, part] = torch.maximum(new_lo[:, part], lb)
+        new_hi[:, part] = torch.minimum(new_hi[:, part], ub)
+    return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
+
+
+def _bound_rows(graph, name, part, n, like, bounds, region):
+    B, R = like.shape[0], part.numel()
+    eye = torch.zeros(R, n, dtype=like.dtype, device=like.device)
+    eye[torch.arange(R, device=like.device), part] = 1.0
+    A0 = torch.cat([eye, -eye]).reshape(1, 2 * R, *like.shape[1:]).expand(B, -1, *like.shape[1:])
+    both = backward_bound(graph, name, A0, bounds, region)
+    return both[:, :R], -both[:, R:]
+
+
+def spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box], region: Region,
+                alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Lower bounds of ``C · y`` (``C``: ``(B, R, n_outputs)``) → ``(B, R)``."""
+    B, R = C.shape[:2]
+    A0 = C.reshape(B, R, *graph.output_full_shape)
+    return backward_bound(graph, graph.output_name, A0, bounds, region, alphas)
+
+
+def interval_spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) -> torch.Tensor:
+    """Lower bounds of ``C · y`` from the output's interval box alone: ``(B, R)``."""
+    lo, hi = bounds[graph.output_name]
+    B = lo.shape[0]
+    lo, hi = lo.reshape(B, 1, -1), hi.reshape(B, 1, -1)
+    return (C.clamp(min=0) * lo + C.clamp(max=0) * hi).sum(-1)
+
+
+def alpha_spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box], region: Region,
+                      config: BoundsConfig, deadline: float, start: torch.Tensor | None = None,
+                      done: Callable[[torch.Tensor], bool] | None = None) -> torch.Tensor:
+    """α-CROWN: optimise the activation slopes for each row of ``C`` by Adam (projected to
+    [0, 1]) and keep the best lower bound seen per row: ``(B, R)``.
+
+    ``done(best)`` may end the optimisation early (e.g. once the property is proven).
+    """
+    alphas = _initial_alphas(graph, C, bounds)
+    best = spec_bounds(graph, C, bounds, region).detach() if start is None else start.detach()
+    if not alphas:
+        return best
+    optimizer = torch.optim.Adam(list(alphas.values()), lr=config.alpha_lr)
+    for _ in range(config.alpha_iterations):
+        if time.monotonic() >= deadline or (done is not None and done(best)):
+            break
+        lb = spec_bounds(graph, C, bounds, region, alphas)
+        best = torch.maximum(best, lb.detach())
+        if not lb.requires_grad:
+            break
+        optimizer.zero_grad()
+        (-lb.sum()).backward()
+        optimizer.step()
+        with torch.no_grad():
+            for a in alphas.values():
+                a.clamp_(0.0, 1.0)
+    with torch.no_grad():
+        best = torch.maximum(best, spec_bounds(graph, C, bounds, region, alphas))
+    return best
+
+
+def _initial_alphas(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) -> dict[str, torch.Tensor]:
+    """One slope parameter per (region, row, neuron) of every optimisable activation."""
+    alphas = {}
+    B, R = C.shape[:2]
+    for node in graph.nodes:
+        op = graph.ops[node.name]
+        if not isinstance(op, Activation) or not op.alpha_shape_ok():
+            continue
+        lo, hi = bounds[node.inputs[0]]
+        if isinstance(op, _PIECEWISE):
+            init = (hi >= -lo).to(lo.dtype)
+        else:
+            init = torch.full_like(lo, 0.5)
+        alphas[node.name] = init.unsqueeze(1).expand(B, R, *lo.shape[1:]).clone().requires_grad_(True)
+    return alphas

@@ -1,0 +1,109 @@
+"""Backward linear bound propagation (CROWN) over the graph DAG.
+
+A backward pass starts at one value ``v`` with coefficients ``A0`` of shape ``(B, R, *shape_v)``
+(R rows, e.g. property rows ``C`` or unit vectors of neurons) and returns a lower bound of
+``A0 · v`` over the input region for each of the ``B`` regions: every affine op applies its
+exact transpose, every activation its relaxation lines (lower line where the coefficient is
+positive, upper line where negative), and any other op is cut off with its interval bounds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from verifier.ir.graph import Graph
+from verifier.ops.base import Activation, Affine, Box
+
+
+@dataclass(frozen=True)
+class Region:
+    """A batch of input regions: boxes ``(B, *input_full_shape)``, optional L2 balls."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    l2_center: torch.Tensor | None = None  # (B, n_inputs)
+    l2_radius: torch.Tensor | None = None  # (B,)
+
+
+def concretize(A: torch.Tensor, region: Region) -> torch.Tensor:
+    """Minimum of ``A · x`` over each region: ``A`` ``(B, R, *in)`` → ``(B, R)``."""
+    B, R = A.shape[:2]
+    A = A.reshape(B, R, -1)
+    lo, hi = region.lower.reshape(B, -1), region.upper.reshape(B, -1)
+    center, radius = (lo + hi) / 2, (hi - lo) / 2
+    box = torch.einsum("brn,bn->br", A, center) - torch.einsum("brn,bn->br", A.abs(), radius)
+    if region.l2_center is None:
+        return box
+    ball = torch.einsum("brn,bn->br", A, region.l2_center) - A.norm(dim=2) * region.l2_radius[:, None]
+    return torch.maximum(box, ball)
+
+
+def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str, Box], region: Region,
+                   alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Lower bound of ``A0 · value(start)`` over ``region``: ``(B, R)``.
+
+    ``bounds`` must hold bounds of the inputs of every activation and of every other
+    nonlinear op upstream of ``start``. ``alphas`` maps activation names to slope parameters
+    ``(B, R, *shape)`` (α-CROWN); missing ones take the default relaxation.
+    """
+    pending: dict[str, torch.Tensor] = {start: A0}
+    const = A0.new_zeros(A0.shape[:2])
+    order = _ancestors_in_reverse(graph, start)
+    for node in order:
+        A = pending.pop(node.name, None)
+        if A is None:
+            continue
+        op = graph.ops[node.name]
+        if isinstance(op, Affine):
+            shapes = [graph.shape_of(i) for i in node.inputs]
+            A_ins, bias = op.backward(A, shapes)
+            const = const + bias
+            for name, A_in in zip(node.inputs, A_ins):
+                _accumulate(pending, name, A_in)
+        elif isinstance(op, Activation):
+            lo, hi = bounds[node.inputs[0]]
+            alpha = alphas.get(node.name) if alphas else None
+            A_in, c = _activation_step(op, A, lo, hi, alpha)
+            const = const + c
+            _accumulate(pending, node.inputs[0], A_in)
+        else:
+            const = const + _cut(A, bounds[node.name])
+    A_x = pending.pop(graph.input_name, None)
+    if A_x is not None:
+        const = const + concretize(A_x, region)
+    for name, A in pending.items():  # values reached without a path to the input: constants
+        const = const + _cut(A, bounds[name])
+    return const
+
+
+def _accumulate(pending: dict[str, torch.Tensor], name: str, A: torch.Tensor) -> None:
+    pending[name] = A if name not in pending else pending[name] + A
+
+
+def _activation_step(op: Activation, A, lo, hi, alpha):
+    """One CROWN step through an activation: returns the input coefficients and constant."""
+    lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
+    lw, lb, uw, ub = op.relax(lo, hi, alpha)
+    A_pos, A_neg = A.clamp(min=0), A.clamp(max=0)
+    A_in = A_pos * lw + A_neg * uw
+    c = (A_pos * lb + A_neg * ub).flatten(2).sum(-1)
+    return A_in, c
+
+
+def _cut(A: torch.Tensor, box: Box) -> torch.Tensor:
+    """Minimum of ``A · v`` given only ``v``'s interval box: ``(B, R)``."""
+    lo, hi = box
+    A_pos, A_neg = A.clamp(min=0), A.clamp(max=0)
+    lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
+    terms = torch.nan_to_num(A_pos * lo, nan=0.0) + torch.nan_to_num(A_neg * hi, nan=0.0)
+    return terms.flatten(2).sum(-1)
+
+
+def _ancestors_in_reverse(graph: Graph, start: str) -> list:
+    needed, out = {start}, []
+    for node in reversed(graph.nodes):
+        if node.name in needed:
+            out.append(node)
+            needed.update(node.inputs)
+    return out

@@ -1,0 +1,48 @@
+"""Settings, one frozen dataclass per engine; every default lives here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """PGD counterexample search."""
+
+    restarts: int = 64          # random starts per input region, run as one batch
+    steps: int = 50             # gradient steps per round
+    rounds: int = 2             # rounds of restarts (new random starts each round)
+    step_fraction: float = 0.25  # first step size as a fraction of the region's half-width
+    confirm_top: int = 8        # best candidates re-run with onnxruntime
+
+
+@dataclass(frozen=True)
+class BoundsConfig:
+    """Bound propagation: ``ibp``, ``crown`` or ``alpha-crown`` (each runs the ones before)."""
+
+    method: str = "alpha-crown"
+    alpha_iterations: int = 20
+    alpha_lr: float = 0.25
+    max_batch_elements: int = 1 << 26  # cap on elements of one coefficient tensor (memory)
+
+
+@dataclass(frozen=True)
+class BabConfig:
+    """Branch and bound."""
+
+    enabled: bool = True
+    strategy: str = "auto"       # auto | input | relu
+    batch: int = 256             # sub-domains bounded at once
+    max_domains: int = 200_000   # domain store cap; beyond it the run ends with unknown
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Everything :func:`verifier.verify` needs; see each engine's own config."""
+
+    timeout: float = 60.0
+    device: str = "cpu"
+    seed: int = 0
+    proof_margin: float = 1e-6   # a bound must clear 0 by this much to count as a proof
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    bounds: BoundsConfig = field(default_factory=BoundsConfig)
+    bab: BabConfig = field(default_factory=BabConfig)

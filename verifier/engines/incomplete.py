@@ -1,0 +1,93 @@
+"""Incomplete verification of one case: interval → CROWN → α-CROWN, each only if needed."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from verifier.bounds.crown import alpha_spec_bounds, interval_spec_bounds, intermediate_bounds, spec_bounds
+from verifier.bounds.linear import Region
+from verifier.config import BoundsConfig
+from verifier.ir.graph import Graph
+from verifier.spec.property import Case
+
+METHODS = ("ibp", "crown", "alpha-crown")
+
+
+@dataclass
+class CaseBounds:
+    """Lower bounds of each unsafe row ``C_k y - d_k`` and which disjuncts they exclude."""
+
+    method: str
+    row_lower: list[np.ndarray]   # per disjunct: (m_k,) lower bounds of C_k y - d_k
+    excluded: list[bool]          # per disjunct: some row's lower bound > margin
+
+    @property
+    def proven(self) -> bool:
+        return all(self.excluded)
+
+    def worst(self) -> float:
+        """The best lower bound of the weakest disjunct (> 0 everywhere means proven)."""
+        return float(min(r.max() if r.size else -np.inf for r in self.row_lower))
+
+
+def case_region(graph: Graph, case: Case) -> Region:
+    """The case's input region as a batch of one, in the graph's dtype and device."""
+    kw = dict(dtype=graph.dtype, device=graph.device)
+    shape = (1, *graph.input_full_shape)
+    lower = torch.as_tensor(case.region.lower, **kw).reshape(shape)
+    upper = torch.as_tensor(case.region.upper, **kw).reshape(shape)
+    if case.region.l2_center is None:
+        return Region(lower, upper)
+    return Region(lower, upper, torch.as_tensor(case.region.l2_center, **kw).reshape(1, -1),
+                  torch.as_tensor([case.region.l2_radius], **kw))
+
+
+def stacked_rows(case: Case, graph: Graph) -> tuple[torch.Tensor, np.ndarray, list[int]]:
+    """All unsafe rows of a case: ``C`` ``(1, R, n_out)``, ``d`` ``(R,)`` and rows per disjunct."""
+    Cs = [conj.C for conj in case.unsafe]
+    sizes = [c.shape[0] for c in Cs]
+    C = np.concatenate(Cs) if sum(sizes) else np.zeros((0, graph.n_outputs))
+    d = np.concatenate([conj.d for conj in case.unsafe]) if sum(sizes) else np.zeros(0)
+    return torch.as_tensor(C, dtype=graph.dtype, device=graph.device).unsqueeze(0), d, sizes
+
+
+def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, margin: float,
+               deadline: float) -> list[CaseBounds]:
+    """Run the methods up to ``method`` in order, stopping once the case is proven.
+
+    Returns the bounds of each stage that ran (the last one is the tightest).
+    """
+    region = case_region(graph, case)
+    C, d, sizes = stacked_rows(case, graph)
+    stages = METHODS[: METHODS.index(method) + 1]
+    out: list[CaseBounds] = []
+    best = None
+    with torch.no_grad():
+        bounds = intermediate_bounds(graph, region, config, use_crown=False)
+        best = interval_spec_bounds(graph, C, bounds)
+    out.append(_judge("ibp", best, d, sizes, margin))
+    for stage in stages[1:]:
+        if out[-1].proven or time.monotonic() >= deadline:
+            break
+        if stage == "crown":
+            with torch.no_grad():
+                bounds = intermediate_bounds(graph, region, config)
+                best = torch.maximum(best, spec_bounds(graph, C, bounds, region))
+        else:
+            done = lambda lb: _judge(stage, lb, d, sizes, margin).proven  # noqa: E731
+            best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, start=best, done=done)
+        out.append(_judge(stage, best, d, sizes, margin))
+    return out
+
+
+def _judge(method: str, lower: torch.Tensor, d: np.ndarray, sizes: list[int], margin: float) -> CaseBounds:
+    rows = lower[0].detach().double().cpu().numpy() - d
+    parts, start = [], 0
+    for m in sizes:
+        parts.append(rows[start:start + m])
+        start += m
+    excluded = [bool(p.size and p.max() > margin) for p in parts]
+    return CaseBounds(method, parts, excluded)

@@ -1,0 +1,82 @@
+"""The verification pipeline behind :func:`verifier.verify`."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from verifier.config import VerifyConfig
+from verifier.engines.attack import attack
+from verifier.engines.incomplete import CaseBounds, bound_case
+from verifier.engines.onnx_runner import OnnxRunner
+from verifier.errors import InputError
+from verifier.ir.graph import Graph
+from verifier.result import Certificate, Result, Status
+from verifier.spec.property import Property
+
+
+def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
+                 progress: Callable[[str], None]) -> Result:
+    """Attack, then bounds per case, then branch and bound on the cases left open."""
+    started = time.monotonic()
+    deadline = started + config.timeout
+    if model.onnx_path is None:
+        raise InputError("the model has no ONNX file to confirm counterexamples with")
+    torch.manual_seed(config.seed)
+    graph = model.to(device=config.device)
+    runner = OnnxRunner(model)
+    trail: list[dict] = []
+
+    def finish(status: Status, reason: str, **kw) -> Result:
+        stats = {"time": time.monotonic() - started, "cases": len(prop.cases)}
+        return Result(status, reason, trail=trail, stats=stats, **kw)
+
+    progress("attack: PGD")
+    cex = attack(graph, prop.cases, runner, config.attack, deadline, config.seed)
+    trail.append({"engine": "attack", "outcome": "counterexample" if cex else "none found",
+                  "time": time.monotonic() - started})
+    if cex is not None:
+        return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
+    open_cases, leaves = _bound_cases(graph, prop, config, deadline, trail, progress)
+    if not open_cases:
+        cert = Certificate("sound", "bound propagation", {"leaves": leaves})
+        return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
+    if config.bab.enabled and time.monotonic() < deadline:
+        from verifier.engines.bab import run_bab
+
+        progress(f"branch and bound on {len(open_cases)} open case(s)")
+        outcome = run_bab(graph, prop, open_cases, runner, config, deadline, progress)
+        trail.append(outcome.trail_entry(time.monotonic() - started))
+        if outcome.counterexample is not None:
+            return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime",
+                          counterexample=outcome.counterexample)
+        if outcome.proven:
+            cert = Certificate("sound", "branch and bound", {"leaves": leaves + outcome.leaves})
+            return finish(Status.VERIFIED, "every sub-domain closed", certificate=cert)
+        if time.monotonic() >= deadline:
+            return finish(Status.TIMEOUT, outcome.reason, bounds=outcome.bounds)
+        return finish(Status.UNKNOWN, outcome.reason, bounds=outcome.bounds)
+    if time.monotonic() >= deadline:
+        return finish(Status.TIMEOUT, "time limit reached with cases open")
+    return finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds")
+
+
+def _bound_cases(graph, prop, config, deadline, trail, progress):
+    """Bound every case; returns the indices left open and the leaves that closed."""
+    open_cases, leaves = [], []
+    for i, case in enumerate(prop.cases):
+        if time.monotonic() >= deadline:
+            open_cases.append(i)
+            continue
+        progress(f"bounds: case {i + 1}/{len(prop.cases)}")
+        stages: list[CaseBounds] = bound_case(graph, case, config.bounds.method, config.bounds,
+                                              config.proof_margin, deadline)
+        for st in stages:
+            trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst()})
+        if stages[-1].proven:
+            leaves.append({"case": i, "method": stages[-1].method, "box": "whole region",
+                           "bound": stages[-1].worst()})
+        else:
+            open_cases.append(i)
+    return open_cases, leaves
