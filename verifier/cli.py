@@ -1,0 +1,69 @@
+"""The ``verifier`` command: parse arguments, run the API, write results.
+
+Exit codes: 0 a verdict was reached (whatever it is), 2 bad command line, 3 bad input file,
+4 unsupported model or property feature, 5 internal error, 6 resource exhausted, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from verifier.errors import InternalError, VerifierError
+
+EPILOG = """\
+examples:
+  verifier verify models/digits_mlp.onnx specs/digits_mlp_eps0.01_idx0.vnnlib
+  verifier verify net.onnx prop.vnnlib --timeout 120 --result-file out.txt
+  verifier bounds net.onnx prop.vnnlib --method crown
+  verifier info net.onnx
+  verifier bench ../shared/benchmarks/acasxu --reference ../shared/benchmarks/ground_truth/acasxu.csv
+
+verdicts (VNN-LIB words): sat = a counterexample exists (confirmed with onnxruntime),
+unsat = the property is proven, unknown / timeout = neither.
+exit codes: 0 verdict, 2 usage, 3 bad input, 4 unsupported, 5 internal error, 6 out of resources.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from verifier import cli_commands as cmd
+
+    parser = argparse.ArgumentParser(prog="verifier", description="Sound verification of neural networks "
+                                     "(ONNX models, VNN-LIB properties).", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show a full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for register in cmd.REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VerifierError as e:
+        return _report(e, args.debug)
+    except KeyboardInterrupt:
+        print("verifier: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("verifier: resource error: out of memory", file=sys.stderr)
+        return 6
+    except Exception as e:  # a bug: say so plainly, keep the traceback for --debug
+        err = InternalError(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
+        return _report(err, args.debug)
+
+
+def _report(e: VerifierError, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"verifier: {e.kind}: {e.one_line()}", file=sys.stderr)
+    return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Sub-commands of the ``verifier`` command line: each registers its parser and handler."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for attacks (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _progress(args):
+    if args.quiet:
+        return lambda _m: None
+    start = time.monotonic()
+    return lambda m: print(f"[{time.monotonic() - start:7.2f}s] {m}", file=sys.stderr, flush=True)
+
+
+def _config(args, timeout: float):
+    import dataclasses
+
+    from verifier.config import BabConfig, BoundsConfig, VerifyConfig
+
+    bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"))
+    bab = BabConfig(enabled=not getattr(args, "no_bab", False), strategy=getattr(args, "bab", "auto"))
+    cfg = VerifyConfig(timeout=timeout, device=args.device, seed=args.seed, bounds=bounds, bab=bab)
+    return dataclasses.replace(cfg)
+
+
+def register_verify(sub) -> None:
+    p = sub.add_parser("verify", help="decide a VNN-LIB property on an ONNX model",
+                       description="Decide a property: prints sat (counterexample, confirmed by "
+                       "onnxruntime), unsat (proven), unknown or timeout.")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("spec", help="VNN-LIB property file")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--result-file", help="write the VNN-COMP result file (witness after sat)")
+    p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown"],
+                   help="strongest bound method before branching (default alpha-crown)")
+    p.add_argument("--bab", default="auto", choices=["auto", "input", "relu"],
+                   help="branch-and-bound strategy (default: by input dimension)")
+    p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
+    _add_common(p)
+    p.set_defaults(func=run_verify)
+
+
+def run_verify(args) -> int:
+    from verifier import api
+    from verifier.resultfile import vnncomp_text, write_atomic
+
+    progress = _progress(args)
+    model = api.load_model(args.model)
+    prop = api.load_property(args.spec, model)
+    result = api.verify(model, prop, config=_config(args, args.timeout), progress=progress)
+    print(result.verdict)
+    print(_summary(result), file=sys.stderr if args.quiet else sys.stdout)
+    if args.result_file:
+        write_atomic(args.result_file, vnncomp_text(result))
+    return 0
+
+
+def _summary(result) -> str:
+    parts = [f"status: {result.status.value}", f"time: {result.stats.get('time', 0):.2f}s"]
+    if result.reason:
+        parts.append(f"reason: {result.reason}")
+    cex = result.counterexample
+    if cex is not None:
+        parts.append(f"counterexample: case {cex.case_index}, disjunct {cex.disjunct_index}, "
+                     f"margin {cex.margin:.4g} (onnxruntime)")
+    return "; ".join(parts)
+
+
+def register_bounds(sub) -> None:
+    p = sub.add_parser("bounds", help="bound the property rows (or outputs) over the input region")
+    p.add_argument("model")
+    p.add_argument("spec")
+    p.add_argument("--method", default="crown", choices=["ibp", "crown", "alpha-crown", "lp"])
+    p.add_argument("--timeout", type=float, default=60.0)
+    _add_common(p)
+    p.set_defaults(func=run_bounds)
+
+
+def run_bounds(args) -> int:
+    import torch
+
+    from verifier import api
+    from verifier.engines.incomplete import stacked_rows
+
+    model = api.load_model(args.model).to(device=args.device)
+    prop = api.load_property(args.spec, model)
+    for i, case in enumerate(prop.cases):
+        lo = torch.as_tensor(case.region.lower).reshape(1, *model.input_shape)
+        hi = torch.as_tensor(case.region.upper).reshape(1, *model.input_shape)
+        lb, ub = api.compute_bounds(model, lo, hi, method=args.method, timeout=args.timeout)
+        print(f"case {i}: output bounds ({args.method})")
+        for j in range(model.n_outputs):
+            print(f"  Y_{j}: [{lb[0, j].item():.6g}, {ub[0, j].item():.6g}]")
+        C, d, _ = stacked_rows(case, model)
+        if C.shape[1]:
+            rl, _ru = api.compute_bounds(model, lo, hi, method=args.method, C=C[0], timeout=args.timeout)
+            margins = rl[0].double().cpu().numpy() - d
+            print("  unsafe rows C·y - d, lower bounds: " + " ".join(f"{m:.6g}" for m in margins))
+    return 0
+
+
+def register_info(sub) -> None:
+    p = sub.add_parser("info", help="print the model's graph: ops, shapes, parameter count")
+    p.add_argument("model")
+    p.set_defaults(func=run_info)
+
+
+def run_info(args) -> int:
+    from verifier import api
+
+    g = api.load_model(args.model)
+    s = g.summary()
+    print(f"model: {args.model}")
+    print(f"input shape (per sample): {s['input_shape']}  output shape: {s['output_shape']}")
+    print(f"nodes: {s['n_nodes']}  parameters: {s['n_params']}")
+    print("ops: " + ", ".join(f"{k}×{v}" for k, v in sorted(s["ops"].items())))
+    for node in g.nodes:
+        print(f"  {node.op:10s} {str(list(node.out_shape)):18s} {node.name}  <- {', '.join(node.inputs)}")
+    return 0
+
+
+def register_bench(sub) -> None:
+    from verifier.bench import add_arguments, run_bench
+
+    p = sub.add_parser("bench", help="run every instance of a VNN-COMP style folder (instances.csv)")
+    add_arguments(p)
+    _add_common(p)
+    p.set_defaults(func=run_bench)
+
+
+REGISTRARS = [register_verify, register_bounds, register_info, register_bench]
