@@ -135,4 +135,6 @@ def register_bench(sub) -> None:
     p.set_defaults(func=run_bench)
 
 
-REGISTRARS = [register_verify, register_bounds, register_info, register_bench]
+from verifier.cli_certify import register_certify  # noqa: E402  (imports only verifier.errors)
+
+REGISTRARS = [register_verify, register_bounds, register_info, register_bench, register_certify]

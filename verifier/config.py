@@ -33,6 +33,8 @@ class BabConfig:
     strategy: str = "auto"       # auto | input | relu
     batch: int = 256             # sub-domains bounded at once
     max_domains: int = 200_000   # domain store cap; beyond it the run ends with unknown
+    intermediate: str = "crown"  # input split: "crown" or "forward" (cheaper, looser) intermediate bounds
+    input_branching: str = "strong"  # input split: "strong" (try every dimension) or "smear"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from verifier.bounds.interval import interval_bounds
-from verifier.bounds.linear import Region, backward_bound
+from verifier.bounds.linear import Region, Trace, backward_bound
 from verifier.config import BoundsConfig
 from verifier.ir.graph import Graph
 from verifier.ops.activations import LeakyRelu, Relu
@@ -49,42 +49,51 @@ def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_
 
 
 def _tighten(graph, name, lo, hi, bounds, region, relu_only: bool, config: BoundsConfig):
-    """CROWN bounds of value ``name`` on the neurons that matter, intersected with ``lo, hi``."""
+    """CROWN bounds of value ``name`` on the neurons that matter, intersected with ``lo, hi``.
+
+    Each region bounds only its own neurons of interest (unstable ones when all consumers are
+    ReLU-like): rows are gathered per region and padded to the largest count in the batch.
+    """
     B = lo.shape[0]
     flat_lo, flat_hi = lo.reshape(B, -1), hi.reshape(B, -1)
-    if relu_only:
-        idx = torch.nonzero(((flat_lo < 0) & (flat_hi > 0)).any(0)).flatten()
-    else:
-        idx = torch.arange(flat_lo.shape[1], device=lo.device)
-    if idx.numel() == 0:
-        return lo, hi
     n = flat_lo.shape[1]
+    wanted = (flat_lo < 0) & (flat_hi > 0) if relu_only else torch.ones_like(flat_lo, dtype=torch.bool)
+    counts = wanted.sum(1)
+    r_max = int(counts.max()) if B else 0
+    if r_max == 0:
+        return lo, hi
+    order = torch.argsort(wanted.to(torch.int8), dim=1, descending=True, stable=True)
     per_row = B * max(n, graph.n_inputs) * 2
     chunk = max(1, config.max_batch_elements // max(per_row, 1))
     new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
-    for start in range(0, idx.numel(), chunk):
-        part = idx[start:start + chunk]
-        lb, ub = _bound_rows(graph, name, part, n, lo, bounds, region)
-        new_lo[:, part] = torch.maximum(new_lo[:, part], lb)
-        new_hi[:, part] = torch.minimum(new_hi[:, part], ub)
+    for start in range(0, r_max, chunk):
+        idx = order[:, start:min(r_max, start + chunk)]  # (B, r)
+        valid = torch.arange(start, start + idx.shape[1], device=lo.device).unsqueeze(0) < counts.unsqueeze(1)
+        lb, ub = _bound_rows(graph, name, idx, valid, n, lo, bounds, region)
+        cur_lo, cur_hi = new_lo.gather(1, idx), new_hi.gather(1, idx)
+        new_lo.scatter_(1, idx, torch.where(valid, torch.maximum(cur_lo, lb), cur_lo))
+        new_hi.scatter_(1, idx, torch.where(valid, torch.minimum(cur_hi, ub), cur_hi))
     return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
 
 
-def _bound_rows(graph, name, part, n, like, bounds, region):
-    B, R = like.shape[0], part.numel()
-    eye = torch.zeros(R, n, dtype=like.dtype, device=like.device)
-    eye[torch.arange(R, device=like.device), part] = 1.0
-    A0 = torch.cat([eye, -eye]).reshape(1, 2 * R, *like.shape[1:]).expand(B, -1, *like.shape[1:])
+def _bound_rows(graph, name, idx, valid, n, like, bounds, region):
+    """Lower and upper CROWN bounds of neurons ``idx`` ``(B, r)`` of value ``name``."""
+    B, r = idx.shape
+    unit = torch.zeros(B, r, n, dtype=like.dtype, device=like.device)
+    unit.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(like.dtype))
+    A0 = torch.cat([unit, -unit], dim=1).reshape(B, 2 * r, *like.shape[1:])
     both = backward_bound(graph, name, A0, bounds, region)
-    return both[:, :R], -both[:, R:]
+    return both[:, :r], -both[:, r:]
 
 
 def spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box], region: Region,
-                alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Lower bounds of ``C · y`` (``C``: ``(B, R, n_outputs)``) → ``(B, R)``."""
+                alphas: dict[str, torch.Tensor] | None = None, extra: dict[str, torch.Tensor] | None = None,
+                trace: Trace | None = None) -> torch.Tensor:
+    """Lower bounds of ``C · y`` (``C``: ``(B, R, n_outputs)``) → ``(B, R)``; see
+    :func:`~verifier.bounds.linear.backward_bound` for ``alphas``, ``extra`` and ``trace``."""
     B, R = C.shape[:2]
     A0 = C.reshape(B, R, *graph.output_full_shape)
-    return backward_bound(graph, graph.output_name, A0, bounds, region, alphas)
+    return backward_bound(graph, graph.output_name, A0, bounds, region, alphas, extra, trace)
 
 
 def interval_spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) -> torch.Tensor:

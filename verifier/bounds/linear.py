@@ -39,19 +39,33 @@ def concretize(A: torch.Tensor, region: Region) -> torch.Tensor:
     return torch.maximum(box, ball)
 
 
+@dataclass
+class Trace:
+    """Optional outputs of a backward pass: the input coefficients ``A_x`` ``(B, R, *in)`` and
+    the coefficients reaching each activation's output (``at_activation[name]``)."""
+
+    A_x: torch.Tensor | None = None
+    at_activation: dict[str, torch.Tensor] | None = None
+
+
 def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str, Box], region: Region,
-                   alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                   alphas: dict[str, torch.Tensor] | None = None,
+                   extra: dict[str, torch.Tensor] | None = None, trace: Trace | None = None) -> torch.Tensor:
     """Lower bound of ``A0 · value(start)`` over ``region``: ``(B, R)``.
 
     ``bounds`` must hold bounds of the inputs of every activation and of every other
     nonlinear op upstream of ``start``. ``alphas`` maps activation names to slope parameters
-    ``(B, R, *shape)`` (α-CROWN); missing ones take the default relaxation.
+    ``(B, R, *shape)`` (α-CROWN); missing ones take the default relaxation. ``extra`` adds
+    coefficients ``(B, R, *shape)`` at named values (β-CROWN's split multipliers). ``trace``,
+    when given, receives the input coefficients and those at each activation.
     """
     pending: dict[str, torch.Tensor] = {start: A0}
     const = A0.new_zeros(A0.shape[:2])
     order = _ancestors_in_reverse(graph, start)
     for node in order:
         A = pending.pop(node.name, None)
+        if extra and node.name in extra:
+            A = extra[node.name] if A is None else A + extra[node.name]
         if A is None:
             continue
         op = graph.ops[node.name]
@@ -63,6 +77,8 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
                 _accumulate(pending, name, A_in)
         elif isinstance(op, Activation):
             lo, hi = bounds[node.inputs[0]]
+            if trace is not None and trace.at_activation is not None:
+                trace.at_activation[node.name] = A
             alpha = alphas.get(node.name) if alphas else None
             A_in, c = _activation_step(op, A, lo, hi, alpha)
             const = const + c
@@ -72,6 +88,8 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
     A_x = pending.pop(graph.input_name, None)
     if A_x is not None:
         const = const + concretize(A_x, region)
+    if trace is not None:
+        trace.A_x = A_x
     for name, A in pending.items():  # values reached without a path to the input: constants
         const = const + _cut(A, bounds[name])
     return const
@@ -82,13 +100,25 @@ def _accumulate(pending: dict[str, torch.Tensor], name: str, A: torch.Tensor) ->
 
 
 def _activation_step(op: Activation, A, lo, hi, alpha):
-    """One CROWN step through an activation: returns the input coefficients and constant."""
+    """One CROWN step through an activation: returns the input coefficients and constant.
+
+    Uses ``A⁺·lw + A⁻·uw = A·lw + A⁻·(uw - lw)`` (fewer passes over ``A``).
+    """
     lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
     lw, lb, uw, ub = op.relax(lo, hi, alpha)
-    A_pos, A_neg = A.clamp(min=0), A.clamp(max=0)
-    A_in = A_pos * lw + A_neg * uw
-    c = (A_pos * lb + A_neg * ub).flatten(2).sum(-1)
+    A_neg = A.clamp(max=0)
+    A_in = A * lw + A_neg * (uw - lw)
+    c = _dot(A_neg, ub - lb) + _dot(A, lb)
     return A_in, c
+
+
+def _dot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum over neurons of A * v`` for ``A`` ``(B, R, *s)`` and ``v`` broadcastable: ``(B, R)``."""
+    B, R = A.shape[:2]
+    if v.shape[1] == 1:  # one line per neuron shared by all rows: a batched mat-vec
+        v = v.expand(B, 1, *A.shape[2:]).reshape(B, -1, 1)
+        return torch.bmm(A.reshape(B, R, -1), v).squeeze(-1)
+    return (A * v).flatten(2).sum(-1)
 
 
 def _cut(A: torch.Tensor, box: Box) -> torch.Tensor:

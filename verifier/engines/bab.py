@@ -1,0 +1,70 @@
+"""Branch and bound: strategy choice and the outcome handed back to the pipeline."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from verifier.config import VerifyConfig
+from verifier.engines.bab_input import SplitOutcome, input_split
+from verifier.ir.graph import Graph
+from verifier.result import Counterexample
+from verifier.spec.property import Property
+
+INPUT_SPLIT_MAX_DIM = 16  # inputs up to this size are split directly
+
+
+@dataclass
+class BabOutcome:
+    """Summary over all open cases."""
+
+    proven: bool
+    counterexample: Counterexample | None = None
+    reason: str = ""
+    leaves: list = field(default_factory=list)
+    bounds: dict = field(default_factory=dict)
+    strategy: str = ""
+    domains: int = 0
+
+    def trail_entry(self, elapsed: float) -> dict:
+        outcome = "counterexample" if self.counterexample else ("proven" if self.proven else "open")
+        return {"engine": f"bab-{self.strategy}", "outcome": outcome, "domains_bounded": self.domains,
+                "reason": self.reason, "time": elapsed, **self.bounds}
+
+
+def choose_strategy(graph: Graph, requested: str) -> str:
+    """``input`` for low-dimensional inputs, ``relu`` otherwise, unless one is requested."""
+    if requested in ("input", "relu"):
+        return requested
+    return "input" if graph.n_inputs <= INPUT_SPLIT_MAX_DIM else "relu"
+
+
+def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config: VerifyConfig,
+            deadline: float, progress) -> BabOutcome:
+    """Close every open case by branching, or find a confirmed counterexample."""
+    strategy = choose_strategy(graph, config.bab.strategy)
+    work = graph.to(dtype=torch.float64) if strategy == "input" and graph.device.type == "cpu" else graph
+    leaves, domains, open_left, worst = [], 0, [], float("inf")
+    for i in open_cases:
+        out = _run_case(work, prop.cases[i], i, runner, config, deadline, progress, strategy)
+        domains += out.domains_bounded
+        if out.counterexample is not None:
+            return BabOutcome(False, out.counterexample, "counterexample", strategy=strategy, domains=domains)
+        leaves.append({"case": i, "method": f"bab-{strategy}", "boxes": out.leaves})
+        if not out.proven:
+            open_left.append(i)
+            worst = min(worst, out.best_bound)
+            reason = out.reason
+    if not open_left:
+        return BabOutcome(True, reason="every sub-domain closed", leaves=leaves, strategy=strategy,
+                          domains=domains)
+    return BabOutcome(False, reason=reason, strategy=strategy, domains=domains,
+                      bounds={"open_cases": open_left, "best_global_bound": worst})
+
+
+def _run_case(graph, case, index, runner, config, deadline, progress, strategy) -> SplitOutcome:
+    if strategy == "input":
+        return input_split(graph, case, index, runner, config, deadline, progress)
+    from verifier.engines.bab_relu import relu_split
+
+    return relu_split(graph, case, index, runner, config, deadline, progress)

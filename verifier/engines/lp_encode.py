@@ -1,0 +1,417 @@
+"""A Graph as one sparse linear system over flat per-value variables, solved through cvxpy.
+
+The system is ``A_le v <= b_le``, ``A_eq v == b_eq``, ``lb <= v <= ub`` over one vector ``v``;
+some entries of ``v`` may be binary (MILP). Every value of the graph owns a slice of ``v``
+(:attr:`Encoding.index`), and every variable carries the pre-computed bounds of its value, so
+the system is an LP relaxation (``exact=False``) or an exact MILP (``exact=True``) of the
+network restricted to the input box. :class:`LinearModel` turns a system into a cvxpy problem
+with a parametric linear objective; :func:`dual_bound` turns any dual vector of that problem
+into a lower bound of the LP optimum that holds whatever the solver's tolerances.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from verifier.engines.lp_ops import Bounds, encode_node
+from verifier.errors import InputError
+from verifier.ir.graph import Graph, Node
+from verifier.ops.base import Affine
+
+WIDEN = 1e-8  # relative + absolute widening of float64 bounds before they become constraints
+
+
+@dataclass(frozen=True)
+class System:
+    """``A_le v <= b_le``, ``A_eq v == b_eq``, ``lb <= v <= ub``; ``integer`` ``(n,)`` marks binaries."""
+
+    lb: np.ndarray
+    ub: np.ndarray
+    integer: np.ndarray
+    A_le: sp.csr_matrix
+    b_le: np.ndarray
+    A_eq: sp.csr_matrix
+    b_eq: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.lb.shape[0])
+
+    def extended(self, lb: np.ndarray, ub: np.ndarray, A_le: sp.spmatrix, b_le: np.ndarray) -> "System":
+        """This system with ``len(lb)`` new continuous variables (appended) and new rows
+        ``A_le [v; new] <= b_le`` (``A_le`` has ``n + len(lb)`` columns)."""
+        k = len(lb)
+        pad = lambda A: sp.hstack([A, sp.csr_matrix((A.shape[0], k))]).tocsr()  # noqa: E731
+        return System(np.concatenate([self.lb, lb]), np.concatenate([self.ub, ub]),
+                      np.concatenate([self.integer, np.zeros(k, bool)]),
+                      sp.vstack([pad(self.A_le), sp.csr_matrix(A_le)]).tocsr(),
+                      np.concatenate([self.b_le, b_le]), pad(self.A_eq), self.b_eq)
+
+
+class SystemBuilder:
+    """Collects variables and rows; :meth:`build` gives the :class:`System` so far."""
+
+    def __init__(self) -> None:
+        self._lb: list[np.ndarray] = []
+        self._ub: list[np.ndarray] = []
+        self._int: list[np.ndarray] = []
+        self.n = 0
+        self._rows: dict[str, list] = {"le": [], "eq": []}
+        self._m = {"le": 0, "eq": 0}
+
+    def add_vars(self, lb: np.ndarray, ub: np.ndarray, integer: bool = False) -> np.ndarray:
+        """New variables with bounds ``lb``/``ub`` ``(k,)``; returns their indices ``(k,)``."""
+        lb, ub = np.asarray(lb, np.float64).reshape(-1), np.asarray(ub, np.float64).reshape(-1)
+        idx = np.arange(self.n, self.n + len(lb))
+        self._lb.append(lb.copy())
+        self._ub.append(np.maximum(ub, lb))
+        self._int.append(np.full(len(lb), integer))
+        self.n += len(lb)
+        return idx
+
+    def restrict(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Intersect the bounds of variables ``idx`` with ``[lo, hi]``."""
+        self._lb, self._ub = [np.concatenate(self._lb)], [np.concatenate(self._ub)]
+        np.maximum.at(self._lb[0], idx, lo)
+        np.minimum.at(self._ub[0], idx, hi)
+        self._ub[0] = np.maximum(self._ub[0], self._lb[0])
+
+    def add_terms(self, kind: str, terms: list[tuple[np.ndarray, object]], rhs: np.ndarray) -> None:
+        """Rows ``sum_t coef_t[r] · v[cols_t[r]]`` (``kind`` ``le``: ``<= rhs[r]``, ``eq``: ``==``)."""
+        m = len(rhs)
+        r = np.concatenate([np.arange(m)] * len(terms))
+        c = np.concatenate([cols for cols, _ in terms])
+        v = np.concatenate([np.broadcast_to(np.asarray(coef, np.float64), (m,)) for _, coef in terms])
+        self._append(kind, r, c, v, rhs)
+
+    def add_sparse(self, kind: str, blocks: list[tuple[sp.spmatrix, np.ndarray]], rhs: np.ndarray) -> None:
+        """Rows ``sum_b M_b · v[cols_b]`` compared with ``rhs`` (each ``M_b`` is ``(m, len(cols_b))``)."""
+        parts = [sp.coo_matrix(M) for M, _ in blocks]
+        r = np.concatenate([p.row for p in parts])
+        c = np.concatenate([cols[p.col] for p, (_, cols) in zip(parts, blocks)])
+        v = np.concatenate([p.data for p in parts])
+        self._append(kind, r, c, v, rhs)
+
+    def _append(self, kind, r, c, v, rhs) -> None:
+        rhs = np.asarray(rhs, np.float64).reshape(-1)
+        self._rows[kind].append((r + self._m[kind], c, v, rhs))
+        self._m[kind] += len(rhs)
+
+    def build(self) -> System:
+        mats = {}
+        for kind in ("le", "eq"):
+            parts = self._rows[kind]
+            cat = lambda i: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)  # noqa: E731
+            A = sp.csr_matrix((cat(2), (cat(0).astype(np.int64), cat(1).astype(np.int64))),
+                              shape=(self._m[kind], self.n))
+            mats[kind] = (A, cat(3))
+        return System(np.concatenate(self._lb), np.concatenate(self._ub), np.concatenate(self._int),
+                      mats["le"][0], mats["le"][1], mats["eq"][0], mats["eq"][1])
+
+
+@dataclass
+class Encoding:
+    """A graph's system under construction: variable indices and bounds of every value."""
+
+    rows: SystemBuilder
+    index: dict[str, np.ndarray]
+    bounds: dict[str, Bounds]
+    exact: bool
+
+    def tighten(self, name: str, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Intersect the bounds of value ``name`` (flat arrays) with ``[lo, hi]``."""
+        old_lo, old_hi = self.bounds[name]
+        new_lo = np.maximum(old_lo, lo)
+        self.bounds[name] = (new_lo, np.maximum(np.minimum(old_hi, hi), new_lo))
+        self.rows.restrict(self.index[name], lo, hi)
+
+
+def numpy_bounds(bounds: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Bounds]:
+    """Batch-of-one torch bounds → flat float64 arrays, widened by :data:`WIDEN`."""
+    out = {}
+    for name, (lo, hi) in bounds.items():
+        lo = lo.detach().double().cpu().reshape(-1).numpy()
+        hi = hi.detach().double().cpu().reshape(-1).numpy()
+        out[name] = (lo - WIDEN * (1 + np.abs(lo)), hi + WIDEN * (1 + np.abs(hi)))
+    return out
+
+
+def encode_graph(graph: Graph, bounds: dict[str, Bounds], exact: bool,
+                 before: Callable[[Encoding, Node], None] | None = None) -> Encoding:
+    """Encode every node of a float64 graph; ``bounds`` hold flat bounds of every value
+    (the input's are the input box). ``before(encoding, node)`` runs before each nonlinear
+    node (e.g. to tighten the bounds of its input)."""
+    enc = Encoding(SystemBuilder(), {}, dict(bounds), exact)
+    enc.index[graph.input_name] = enc.rows.add_vars(*bounds[graph.input_name])
+    for node in graph.nodes:
+        if before is not None and not isinstance(graph.ops[node.name], Affine):
+            before(enc, node)
+        enc.index[node.name] = encode_node(enc.rows, graph, node, [enc.index[i] for i in node.inputs],
+                                           [enc.bounds[i] for i in node.inputs], enc.bounds[node.name], exact)
+    return enc
+
+
+def add_l2_outer(rows: SystemBuilder, x: np.ndarray, center: np.ndarray, radius: float) -> None:
+    """A polyhedron containing the ball ``||x - center||_2 <= radius``: ``|x_j - c_j| <= radius``
+    and ``||x - c||_1 <= sqrt(n)·radius`` (for solvers without second-order cones)."""
+    n = len(x)
+    rows.restrict(x, center - radius, center + radius)
+    s = rows.add_vars(np.zeros(n), np.full(n, radius))
+    rows.add_terms("le", [(x, 1.0), (s, -1.0)], center)
+    rows.add_terms("le", [(x, -1.0), (s, -1.0)], -center)
+    rows.add_sparse("le", [(sp.csr_matrix(np.ones((1, n))), s)], np.array([math.sqrt(n) * radius]))
+
+
+# ---- solvers ---------------------------------------------------------------------------------
+_TIME_OPTION = {"HIGHS": "time_limit", "CLARABEL": "time_limit", "SCS": "time_limit_secs",
+                "OSQP": "time_limit", "GUROBI": "TimeLimit", "CBC": "maximumSeconds", "COPT": "TimeLimit"}
+
+
+def _solver_class(name: str):
+    from cvxpy.reductions.solvers.defines import SOLVER_MAP_CONIC, SOLVER_MAP_QP
+
+    return SOLVER_MAP_CONIC.get(name) or SOLVER_MAP_QP.get(name)
+
+
+def check_solver(name: str, mip: bool) -> str:
+    """The cvxpy name of an installed solver able to solve the problem class (else InputError)."""
+    key = str(name).upper()
+    installed = cp.installed_solvers()
+    if key not in installed:
+        raise InputError(f"solver '{name}' is not installed for cvxpy (installed: {', '.join(installed)})")
+    cls = _solver_class(key)
+    if mip and not getattr(cls, "MIP_CAPABLE", False):
+        capable = [s for s in installed if getattr(_solver_class(s), "MIP_CAPABLE", False)]
+        raise InputError(f"solver {key} cannot solve mixed-integer programs (use one of: {', '.join(capable)})")
+    return key
+
+
+def supports_cone(name: str, mip: bool) -> bool:
+    """Whether the solver takes second-order cones (with binaries when ``mip``)."""
+    from cvxpy.constraints import SOC
+
+    cls = _solver_class(name)
+    allowed = getattr(cls, "MI_SUPPORTED_CONSTRAINTS" if mip else "SUPPORTED_CONSTRAINTS", [])
+    return SOC in allowed
+
+
+def time_options(solver: str, seconds: float) -> dict:
+    """Keyword arguments that give ``solver`` a wall-clock limit (empty if unknown)."""
+    seconds = max(float(seconds), 1e-3)
+    if solver == "SCIPY":
+        return {"scipy_options": {"time_limit": seconds}}
+    key = _TIME_OPTION.get(solver)
+    return {key: seconds} if key else {}
+
+
+@dataclass
+class Solution:
+    """One solve: cvxpy ``status``, objective ``value``, variable ``values`` ``(n,)`` and the
+    row multipliers ``le_dual``/``eq_dual`` (LPs only), each None when absent."""
+
+    status: str
+    value: float | None = None
+    values: np.ndarray | None = None
+    le_dual: np.ndarray | None = None
+    eq_dual: np.ndarray | None = None
+
+    @property
+    def has_point(self) -> bool:
+        return self.values is not None and self.status in cp.settings.SOLUTION_PRESENT
+
+
+class LinearModel:
+    """A cvxpy problem ``min cost · v`` over a :class:`System` (``cost`` a parameter, so
+    repeated solves reuse the compiled problem). ``relax`` drops integrality; ``cone``
+    ``(x_idx, center, radius)`` adds ``||v[x_idx] - center||_2 <= radius``."""
+
+    def __init__(self, system: System, solver: str, relax: bool = False, cone=None):
+        self.system, self.solver = system, solver
+        ints = system.integer & (not relax)
+        self.cont, self.ints = np.flatnonzero(~ints), np.flatnonzero(ints)
+        self.v = cp.Variable(len(self.cont), bounds=[system.lb[self.cont], system.ub[self.cont]])
+        self.d = cp.Variable(len(self.ints), boolean=True) if len(self.ints) else None
+        self.cost = cp.Parameter(len(self.cont))
+        self.constraints = [self._expr(system.A_le) <= system.b_le if system.A_le.shape[0] else None,
+                            self._expr(system.A_eq) == system.b_eq if system.A_eq.shape[0] else None]
+        extra = []
+        if cone is not None:
+            pos = np.full(system.n, -1)
+            pos[self.cont] = np.arange(len(self.cont))
+            extra.append(cp.norm(self.v[pos[cone[0]]] - cone[1], 2) <= cone[2])
+        live = [c for c in self.constraints if c is not None] + extra
+        self.problem = cp.Problem(cp.Minimize(self.cost @ self.v), live)
+
+    def _expr(self, A: sp.csr_matrix):
+        e = A[:, self.cont] @ self.v
+        return e + A[:, self.ints] @ self.d if self.d is not None else e
+
+    def solve(self, cost: np.ndarray, seconds: float, options: dict | None = None) -> Solution:
+        """Minimise ``cost · v`` (``cost`` ``(n,)``, zero on binaries) within ``seconds``."""
+        self.cost.value = np.asarray(cost, np.float64)[self.cont]
+        opts = {**time_options(self.solver, seconds), **(options or {})}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.problem.solve(solver=self.solver, **opts)
+        except (cp.error.SolverError, ValueError, ArithmeticError) as e:
+            return Solution(f"solver error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        status = str(self.problem.status)
+        if self.v.value is None or not _solver_has_point(self.problem):
+            return Solution(status)
+        values = np.zeros(self.system.n)
+        values[self.cont] = self.v.value
+        if self.d is not None:
+            values[self.ints] = self.d.value
+        le, eq = self.constraints
+        dual = lambda c: None if c is None or c.dual_value is None else np.asarray(c.dual_value).reshape(-1)  # noqa: E731
+        return Solution(status, float(self.problem.value), values, dual(le), dual(eq))
+
+
+def _solver_has_point(problem: cp.Problem) -> bool:
+    """False when the solver says it holds no feasible point (HiGHS returns zeros after a
+    time limit without an incumbent)."""
+    info = problem.solver_stats.extra_stats if problem.solver_stats is not None else None
+    status = getattr(info, "primal_solution_status", None)
+    return status is None or not isinstance(status, int) or status == 2
+
+
+def dual_bound(system: System, cost: np.ndarray, sol: Solution, ball=None) -> float:
+    """A lower bound of ``min cost · v`` over the LP relaxation from any multipliers.
+
+    For ``lam >= 0`` (clipped) and any ``mu``: ``cost·v >= -lam·b_le - mu·b_eq +
+    sum_j min_{lb_j <= v_j <= ub_j} r_j v_j`` with ``r = cost + A_le^T lam + A_eq^T mu`` (weak
+    duality), so the bound holds whatever accuracy the solver reached. ``ball``
+    ``(x_idx, center, radius)`` lets the input part also be minimised over that ball (the
+    better of box and ball is kept). Returns -inf without multipliers.
+    """
+    if system.A_le.shape[0] and sol.le_dual is None or system.A_eq.shape[0] and sol.eq_dual is None:
+        return -math.inf
+    lam = np.maximum(sol.le_dual, 0.0) if system.A_le.shape[0] else np.zeros(0)
+    mu = sol.eq_dual if system.A_eq.shape[0] else np.zeros(0)
+    if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(mu))):
+        return -math.inf
+    r = np.asarray(cost, np.float64) + system.A_le.T @ lam + system.A_eq.T @ mu
+    with np.errstate(invalid="ignore"):
+        terms = np.where(r > 0, r * system.lb, np.where(r < 0, r * system.ub, 0.0))
+    const = -(lam @ system.b_le) - (mu @ system.b_eq)
+    best = const + terms.sum()
+    if ball is not None:
+        x, center, radius = ball
+        rx = r[x]
+        best = max(best, const + terms.sum() - terms[x].sum() + rx @ center - radius * np.linalg.norm(rx))
+    scale = abs(const) + np.abs(terms[np.isfinite(terms)]).sum() + 1.0
+    return float(best - 1e-9 * scale) if np.isfinite(best) else -math.inf
+
+
+# ---- a region's encoding -----------------------------------------------------------------------
+@dataclass
+class RegionEncoding:
+    """The encoding of a graph over one input region, with what built it.
+
+    ``graph``: the float64 CPU copy that was encoded; ``region``: the batch-of-one
+    :class:`Region`; ``crown``: its CROWN bounds (torch, ``(1, *shape)`` per value); ``cone``
+    / ``ball``: ``(x_idx, center, radius)`` of an L2 ball given to the solver as a cone /
+    used by :func:`dual_bound` (None without a ball).
+    """
+
+    graph: Graph
+    enc: Encoding
+    region: object
+    crown: dict
+    cone: tuple | None
+    ball: tuple | None
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.enc.index[self.graph.input_name]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.enc.index[self.graph.output_name]
+
+
+def encode_region(graph: Graph, lower: np.ndarray, upper: np.ndarray, l2: tuple | None, exact: bool,
+                  solver: str, deadline: float, tighten: bool = False) -> RegionEncoding:
+    """Encode ``graph`` over the box ``lower <= x <= upper`` (flat ``(n_inputs,)``) intersected
+    with the ball ``l2 = (center, radius)`` if given: CROWN intermediate bounds (float64), then
+    the LP relaxation or the MILP; ``tighten`` first sharpens the bounds of every unstable
+    ReLU input by two LPs each (until ``deadline``)."""
+    from verifier.bounds.crown import intermediate_bounds
+    from verifier.bounds.linear import Region
+    from verifier.config import BoundsConfig
+    from verifier.engines.lp_ops import check_encodable
+
+    check_encodable(graph)
+    g = graph.to(device="cpu", dtype=torch.float64)
+    shape = (1, *g.input_full_shape)
+    lo_t = torch.as_tensor(np.asarray(lower, np.float64)).reshape(shape)
+    hi_t = torch.as_tensor(np.asarray(upper, np.float64)).reshape(shape)
+    if l2 is None:
+        region = Region(lo_t, hi_t)
+    else:
+        region = Region(lo_t, hi_t, torch.as_tensor(np.asarray(l2[0], np.float64)).reshape(1, -1),
+                        torch.as_tensor([float(l2[1])], dtype=torch.float64))
+    with torch.no_grad():
+        crown = intermediate_bounds(g, region, BoundsConfig())
+    bounds = numpy_bounds(crown)
+    bounds[g.input_name] = (lo_t.reshape(-1).numpy().copy(), hi_t.reshape(-1).numpy().copy())
+    ball = None if l2 is None else (None, np.asarray(l2[0], np.float64).reshape(-1), float(l2[1]))
+    before = _lp_tightener(solver, deadline, ball) if tighten else None
+    enc = encode_graph(g, bounds, exact, before)
+    x = enc.index[g.input_name]
+    cone = None
+    if ball is not None:
+        ball = (x, ball[1], ball[2])
+        if supports_cone(solver, exact):
+            cone = ball
+        else:
+            add_l2_outer(enc.rows, x, ball[1], ball[2])
+    return RegionEncoding(g, enc, region, crown, cone, ball)
+
+
+def _lp_tightener(solver: str, deadline: float, ball):
+    """A ``before`` hook: LP lower and upper bounds (weak-duality safe) of every unstable input
+    neuron of a ReLU/LeakyReLU, intersected into the encoding's bounds."""
+    import time
+
+    from verifier.ops.activations import LeakyRelu, Relu
+
+    def before(enc: Encoding, node: Node) -> None:
+        if node.op not in (Relu.op_name, LeakyRelu.op_name) or time.monotonic() >= deadline:
+            return
+        name = node.inputs[0]
+        lo, hi = enc.bounds[name]
+        todo = np.flatnonzero((lo < 0) & (hi > 0))
+        if todo.size == 0:
+            return
+        system = enc.rows.build()
+        model = LinearModel(system, solver, relax=True)
+        x_ball = None if ball is None else (enc.index[enc_input_name(enc)], ball[1], ball[2])
+        new_lo, new_hi = lo.copy(), hi.copy()
+        for j in todo:
+            for sign in (1.0, -1.0):
+                if time.monotonic() >= deadline:
+                    break
+                cost = np.zeros(system.n)
+                cost[enc.index[name][j]] = sign
+                bound = dual_bound(system, cost, model.solve(cost, deadline - time.monotonic()), x_ball)
+                if sign > 0:
+                    new_lo[j] = max(new_lo[j], bound)
+                else:
+                    new_hi[j] = min(new_hi[j], -bound)
+        enc.tighten(name, new_lo, new_hi)
+
+    return before
+
+
+def enc_input_name(enc: Encoding) -> str:
+    """The name of the encoded graph input (the first value indexed)."""
+    return next(iter(enc.index))

@@ -1,0 +1,216 @@
+"""Per-op encodings of graph nodes as sparse linear rows (LP relaxation or exact MILP).
+
+Every value of the graph is a vector of solver variables (flat, row-major ONNX order). An
+encoder receives the variable indices of a node's inputs and their pre-computed bounds
+(float64 numpy arrays, one entry per element) and returns the indices of the node's output:
+
+- affine ops (Linear, Conv, ConvTranspose, Scale, Add, Reduce, Reshape, Transpose, Select,
+  Concat, Pad): exactly, ``y = sum_i M_i x_i + f(0)`` with ``M_i`` the sparse matrix of the
+  op's linear map; maps that only pick inputs (Reshape, Transpose, Select, Concat) reuse the
+  input variables;
+- Relu / LeakyRelu: stable neurons exactly; unstable ones by the triangle (LP) or big-M with
+  one binary each (MILP);
+- MaxPool: exactly with one binary per window element (MILP), by the relaxation of that
+  formulation plus a sum cut (LP).
+
+Any other op is reported as not encodable.
+"""
+from __future__ import annotations
+
+import math
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from verifier.errors import UnsupportedError
+from verifier.ir.graph import Graph, Node
+from verifier.ops.activations import LeakyRelu, Relu
+from verifier.ops.base import Affine, Op
+from verifier.ops.nonlinear import MaxPool
+
+Bounds = tuple[np.ndarray, np.ndarray]  # flat (lower, upper), float64
+_CHUNK_ELEMENTS = 1 << 22  # identity-batch size cap when extracting a linear map
+
+
+def encodable(op: Op) -> bool:
+    """Whether :func:`encode_node` handles this op."""
+    return isinstance(op, (Affine, Relu, LeakyRelu, MaxPool))
+
+
+def check_encodable(graph: Graph) -> None:
+    """Raise :class:`UnsupportedError` naming the first op that has no LP/MILP encoding."""
+    for node in graph.nodes:
+        if not encodable(graph.ops[node.name]):
+            raise UnsupportedError(f"not encodable: op {node.op} at node {node.name} (LP/MILP encode "
+                                   "affine ops, Relu, LeakyRelu and MaxPool)", path=graph.onnx_path,
+                                   where=node.source or node.name)
+
+
+def encode_node(rows, graph: Graph, node: Node, in_idx: list[np.ndarray], in_bounds: list[Bounds],
+                out_bounds: Bounds, exact: bool) -> np.ndarray:
+    """Rows for one node; returns the variable indices of its output, shape ``(numel,)``.
+
+    ``rows`` is a :class:`verifier.engines.lp_encode.SystemBuilder`.
+    """
+    op = graph.ops[node.name]
+    if isinstance(op, Affine):
+        return encode_affine(rows, graph, node, op, in_idx, out_bounds)
+    if isinstance(op, (Relu, LeakyRelu)):
+        slope = float(op.attrs["alpha"]) if isinstance(op, LeakyRelu) else 0.0
+        return encode_leaky_relu(rows, in_idx[0], *in_bounds[0], slope, exact)
+    if isinstance(op, MaxPool):
+        windows = pool_windows(op, graph.shape_of(node.inputs[0]))
+        return encode_maxpool(rows, in_idx[0], *in_bounds[0], windows, exact)
+    raise UnsupportedError(f"not encodable: op {node.op} at node {node.name}", path=graph.onnx_path)
+
+
+# ---- affine ops ------------------------------------------------------------------------------
+def affine_map(op: Affine, shapes: list[tuple[int, ...]]) -> tuple[list[sp.csr_matrix], np.ndarray]:
+    """The exact map ``y = sum_i M_i x_i + offset`` of an affine op (run in float64).
+
+    Returns one ``(n_out, n_in_i)`` sparse matrix per input and ``offset`` ``(n_out,)``; the
+    matrices are read off by applying ``op.linear`` to batches of unit vectors.
+    """
+    kw = dict(dtype=torch.float64, device=torch.device("cpu"))
+    offset = op.offset(kw["dtype"], kw["device"], shapes).reshape(-1)
+    n_out = int(offset.numel())
+    mats = []
+    for i, shape in enumerate(shapes):
+        n_in = math.prod(shape)
+        chunk = max(1, _CHUNK_ELEMENTS // max(n_out, n_in, 1))
+        blocks = []
+        for start in range(0, n_in, chunk):
+            m = min(chunk, n_in - start)
+            unit = torch.zeros(m, n_in, **kw)
+            unit[torch.arange(m), torch.arange(start, start + m)] = 1.0
+            xs = [torch.zeros(m, *s, **kw) for s in shapes]
+            xs[i] = unit.reshape(m, *shape)
+            with torch.no_grad():
+                out = op.linear(*xs).reshape(m, n_out)
+            blocks.append(sp.csr_matrix(out.numpy()))
+        mats.append(sp.vstack(blocks).T.tocsr())
+    return mats, offset.numpy()
+
+
+def encode_affine(rows, graph: Graph, node: Node, op: Affine, in_idx: list[np.ndarray],
+                  out_bounds: Bounds) -> np.ndarray:
+    """``y = M x + c`` exactly; selections of inputs reuse the input variables."""
+    shapes = [graph.shape_of(i) for i in node.inputs]
+    mats, offset = affine_map(op, shapes)
+    M = sp.hstack(mats).tocsr() if len(mats) > 1 else mats[0]
+    cols = np.concatenate(in_idx)
+    picked = _selection(M, offset)
+    if picked is not None:
+        return cols[picked]
+    y = rows.add_vars(*out_bounds)
+    rows.add_sparse("eq", [(M, cols), (-sp.identity(len(y), format="csr"), y)], -offset)
+    return y
+
+
+def _selection(M: sp.csr_matrix, offset: np.ndarray) -> np.ndarray | None:
+    """Column picked by each row if ``M`` has exactly one coefficient 1 per row and no offset."""
+    if np.any(offset != 0) or np.any(np.diff(M.indptr) != 1) or np.any(M.data != 1.0):
+        return None
+    return M.indices.copy()
+
+
+# ---- ReLU / LeakyReLU --------------------------------------------------------------------------
+def encode_relu(rows, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, exact: bool) -> np.ndarray:
+    """``y = max(x, 0)`` for bounds ``lo <= x <= hi``: stable neurons exactly; unstable ones by
+    the triangle ``y >= 0, y >= x, y <= hi (x - lo) / (hi - lo)`` (LP) or by big-M with a
+    binary ``d``: ``y <= x - lo (1 - d), y <= hi d`` (MILP)."""
+    out = x.copy()
+    dead = hi <= 0
+    unstable = (lo < 0) & (hi > 0)
+    if dead.any():
+        out[dead] = rows.add_vars(np.zeros(int(dead.sum())), np.zeros(int(dead.sum())))
+    if not unstable.any():
+        return out
+    xs, l, u = x[unstable], lo[unstable], hi[unstable]
+    y = rows.add_vars(np.zeros_like(u), u)
+    rows.add_terms("le", [(xs, 1.0), (y, -1.0)], np.zeros_like(u))          # y >= x
+    if exact:
+        d = rows.add_vars(np.zeros_like(u), np.ones_like(u), integer=True)
+        rows.add_terms("le", [(y, 1.0), (xs, -1.0), (d, -l)], -l)           # y <= x - l (1 - d)
+        rows.add_terms("le", [(y, 1.0), (d, -u)], np.zeros_like(u))         # y <= u d
+    else:
+        k = u / (u - l)
+        rows.add_terms("le", [(y, 1.0), (xs, -k)], -k * l)                  # y <= k (x - l)
+    out[unstable] = y
+    return out
+
+
+def encode_leaky_relu(rows, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, slope: float,
+                      exact: bool) -> np.ndarray:
+    """``y = x if x >= 0 else slope·x``, written ``slope·x + (1 - slope)·relu(x)`` (exact for any
+    slope) on top of :func:`encode_relu`."""
+    r = encode_relu(rows, x, lo, hi, exact)
+    if slope == 0.0:
+        return r
+    out = x.copy()
+    todo = lo < 0  # active neurons keep y = x
+    if not todo.any():
+        return out
+    f = lambda v: np.where(v >= 0, v, slope * v)  # noqa: E731
+    l, u = lo[todo], hi[todo]
+    ends = np.stack([f(l), f(u), np.where((l < 0) & (u > 0), 0.0, f(l))])
+    y = rows.add_vars(ends.min(0), ends.max(0))
+    rows.add_terms("eq", [(y, 1.0), (x[todo], -slope), (r[todo], slope - 1.0)], np.zeros_like(l))
+    out[todo] = y
+    return out
+
+
+# ---- MaxPool ---------------------------------------------------------------------------------
+def pool_windows(op: MaxPool, in_shape: tuple[int, ...]) -> np.ndarray:
+    """Flat input index of every window element, ``(n_out, prod(kernel))``; -1 for padding.
+
+    Rows follow the row-major order of the op's output.
+    """
+    k, stride, dil = op.attrs["kernel"], op.attrs["stride"], op.attrs["dilation"]
+    n_sp = len(k)
+    idx = torch.arange(math.prod(in_shape), dtype=torch.float64).reshape(-1, *in_shape[-n_sp - 1:])
+    if any(op.attrs["pads"]):
+        idx = F.pad(idx, list(op.attrs["pads"]), value=-1.0)
+    for i in range(n_sp):
+        idx = idx.unfold(2 + i, (k[i] - 1) * dil[i] + 1, stride[i])[..., ::dil[i]]
+    return idx.reshape(-1, math.prod(k)).long().numpy()
+
+
+def encode_maxpool(rows, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
+                   exact: bool) -> np.ndarray:
+    """``y_j = max_{i in W_j} x_i``: ``y_j >= x_i``, ``sum_i d_ji = 1`` and
+    ``y_j <= x_i + (U_j - lo_i)(1 - d_ji)`` with ``U_j = max_i hi_i`` (binary ``d`` in the MILP,
+    ``d`` in [0, 1] plus ``y_j <= max_i lo_i + sum_i (x_i - lo_i)`` in the LP). Elements with
+    ``hi_i < max_k lo_k`` can never be the maximum and are left out."""
+    valid = windows >= 0
+    safe = np.where(valid, windows, 0)
+    lw, hw = np.where(valid, lo[safe], -np.inf), np.where(valid, hi[safe], -np.inf)
+    lmax, umax = lw.max(1), hw.max(1)
+    cand = valid & (hw >= lmax[:, None])
+    out = np.empty(len(windows), dtype=np.int64)
+    single = cand.sum(1) == 1
+    out[single] = x[safe[single, cand[single].argmax(1)]]
+    multi = np.flatnonzero(~single)
+    if multi.size == 0:
+        return out
+    y = rows.add_vars(lmax[multi], umax[multi])
+    out[multi] = y
+    j_loc, slot = np.nonzero(cand[multi])
+    xi, li = x[safe[multi][j_loc, slot]], lw[multi][j_loc, slot]
+    yj, big = y[j_loc], umax[multi][j_loc] - li
+    rows.add_terms("le", [(xi, 1.0), (yj, -1.0)], np.zeros_like(li))                 # y >= x_i
+    d = rows.add_vars(np.zeros_like(li), np.ones_like(li), integer=exact)
+    rows.add_sparse("eq", [(_group_matrix(j_loc, len(multi)), d)], np.ones(len(multi)))  # sum d = 1
+    rows.add_terms("le", [(yj, 1.0), (xi, -1.0), (d, big)], big)                     # y <= x_i + big(1-d)
+    if not exact:
+        G = _group_matrix(j_loc, len(multi))
+        rows.add_sparse("le", [(sp.identity(len(multi), format="csr"), y), (-G, xi)],
+                        lmax[multi] - G @ li)                                        # sum cut
+    return out
+
+
+def _group_matrix(group: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    """``(n_groups, len(group))`` 0/1 matrix summing the entries of each group."""
+    return sp.csr_matrix((np.ones(len(group)), (group, np.arange(len(group)))),
+                         shape=(n_groups, len(group)))

@@ -1,0 +1,523 @@
+"""Guaranteed output ranges by branch and bound over input boxes (DeepGO made sound).
+
+Usage::
+
+    from verifier.engines.reach import reach_range, reach_check
+    r = reach_range(graph, lower, upper, "Y_1 - Y_0", tolerance=1e-3, timeout=60)
+    # r.min.lower <= min o <= r.min.upper = o(r.min.witness)
+    # r.max.lower = o(r.max.witness) <= max o <= r.max.upper
+    res = reach_check(graph, (lower, upper), "Y_0", threshold=3.99, timeout=60)  # a Result
+
+Objectives: a linear form of the flat outputs (``"Y_0"``, ``"Y_1 - Y_0"``, ``"2*Y_3 + Y_1 - 0.5"``),
+``max(...)``/``min(...)`` of linear forms or of all outputs (``"max(Y)"``), or a coefficient
+vector ``c`` (``o = c·y``). The maximum of ``o`` is found as the minimum of ``-o``.
+
+Each box gets a lower bound of ``o``: per row the larger of the CROWN bound and the
+mean-value bound from a sound interval Jacobian (:mod:`verifier.engines.lipschitz`) anchored
+at the box's minimising corner, then min/max over rows. The best value evaluated so far (box
+anchors and a few signed-gradient steps, all at float32 inputs inside the region) is the
+upper bound. The K boxes with the lowest bounds are split along the coordinate with the
+largest ``h_i·width_i`` and their children bounded as one batch; boxes whose bound is within
+the tolerance of the best value retire. The search stops when ``best - lower <= tolerance``
+or at the deadline (anytime: the bounds hold whenever it stops).
+
+Tolerance: absolute, or relative (``relative=True``): ``tolerance × w`` with ``w`` the width
+observed so far (best maximum found − best minimum found). ``w`` never exceeds the true width,
+so a converged relative run is at least as precise as asked.
+
+Semantics: bounds hold for the network in real arithmetic (evaluated in float64); witnesses
+are float32 inputs inside the region, re-run with onnxruntime (``witness_value``).
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from verifier.bounds.crown import intermediate_bounds, spec_bounds
+from verifier.bounds.linear import Region
+from verifier.config import BoundsConfig
+from verifier.engines.lipschitz import JacobianBounds, preactivation_boxes, lipschitz_constants, mean_value_lower, minimising_anchor
+from verifier.engines.onnx_runner import OnnxRunner
+from verifier.errors import InputError, UnsupportedError
+from verifier.ir.graph import Graph
+from verifier.result import Certificate, Counterexample, Result, Status
+from verifier.spec.property import InputRegion
+
+
+@dataclass(frozen=True)
+class ReachConfig:
+    """Settings of the reachability search."""
+
+    batch: int = 64               # boxes split per step (children bounded at once: 2×batch)
+    step_seconds: float = 0.5     # the batch shrinks when a step takes longer than this
+    pgd_starts: int = 32          # random starts of the gradient search on the whole region
+    pgd_steps: int = 20
+    local_steps: int = 3          # signed-gradient steps inside each child box
+    intermediate: str = "forward" # pre-activation bounds: "forward", "crown" or "ibp"
+    max_boxes: int = 500_000      # open boxes cap; beyond it the search stops unconverged
+    check_margin: float = 1e-6    # reach_check proves o <= t only with this much room
+    device: str = "cpu"
+    seed: int = 0
+
+
+# ---- objectives -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    """``o(y) = kind_r (C[r] · y + d[r])`` with kind ``min`` or ``max``; one row is linear."""
+
+    kind: str
+    C: torch.Tensor  # (R, n_outputs) float64
+    d: torch.Tensor  # (R,)
+    text: str
+
+    def negated(self) -> "Objective":
+        return Objective("max" if self.kind == "min" else "min", -self.C, -self.d, f"-({self.text})")
+
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """Row values ``(..., R)`` for outputs ``(..., n_outputs)``."""
+        return y @ self.C.to(y).T + self.d.to(y)
+
+    def reduce(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.amin(-1) if self.kind == "min" else rows.amax(-1)
+
+    def value(self, y: torch.Tensor) -> torch.Tensor:
+        """``o(y)`` ``(...)`` for outputs ``(..., n_outputs)``."""
+        return self.reduce(self.rows(y))
+
+
+_TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<var>Y_\d+)|(?P<all>Y)\b"
+                    r"|(?P<fn>max|min)|(?P<op>[-+*(),]))")
+
+
+def parse_objective(spec, n_outputs: int) -> Objective:
+    """An :class:`Objective` from a string (see the module doc) or a vector ``(n_outputs,)``."""
+    if not isinstance(spec, str):
+        c = np.asarray(spec, dtype=np.float64).reshape(-1)
+        if c.shape != (n_outputs,) or not np.all(np.isfinite(c)):
+            raise InputError(f"objective vector must hold {n_outputs} finite numbers, got shape {list(c.shape)}")
+        return Objective("min", torch.as_tensor(c)[None], torch.zeros(1, dtype=torch.float64), "c·y")
+    toks, pos = [], 0
+    while pos < len(spec.rstrip()):
+        m = _TOKEN.match(spec, pos)
+        if m is None or m.end() == pos:
+            raise InputError(f"objective '{spec}': unexpected text '{spec[pos:].strip()[:12]}' at position {pos}")
+        toks.append((m.lastgroup, m.group(m.lastgroup)))
+        pos = m.end()
+    if not toks:
+        raise InputError("objective is empty (e.g. 'Y_0', 'Y_1 - Y_0', 'max(Y)')")
+    p = _Parser(spec, toks, n_outputs)
+    return p.objective()
+
+
+class _Parser:
+    """Recursive descent over the tokens of an objective string."""
+
+    def __init__(self, text: str, toks: list, n_outputs: int):
+        self.text, self.toks, self.n, self.i = text, toks, n_outputs, 0
+
+    def peek(self) -> tuple[str, str]:
+        return self.toks[self.i] if self.i < len(self.toks) else ("end", "end of text")
+
+    def fail(self, what: str):
+        raise InputError(f"objective '{self.text}': expected {what}, found '{self.peek()[1]}'")
+
+    def expect(self, value: str) -> None:
+        if self.peek()[1] != value:
+            self.fail(f"'{value}'")
+        self.i += 1
+
+    def objective(self) -> Objective:
+        kind, value = self.peek()
+        if kind == "fn":
+            self.i += 1
+            self.expect("(")
+            if self.peek()[0] == "all":
+                self.i += 1
+                C, d = np.eye(self.n), np.zeros(self.n)
+            else:
+                rows = [self.linear()]
+                while self.peek()[1] == ",":
+                    self.i += 1
+                    rows.append(self.linear())
+                C, d = np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
+            self.expect(")")
+        else:
+            c, c0 = self.linear()
+            C, d, value = c[None], np.array([c0]), "min"
+        if self.peek()[0] != "end":
+            self.fail("end of objective")
+        return Objective(value, torch.as_tensor(C), torch.as_tensor(d), self.text.strip())
+
+    def linear(self) -> tuple[np.ndarray, float]:
+        coeffs, const = np.zeros(self.n), 0.0
+        while True:
+            sign = 1.0
+            while self.peek()[1] in "+-" and self.peek()[0] == "op":
+                sign = -sign if self.peek()[1] == "-" else sign
+                self.i += 1
+            c, k = self.term()
+            if k is None:
+                const += sign * c
+            else:
+                coeffs[k] += sign * c
+            if self.peek()[1] not in ("+", "-"):
+                return coeffs, const
+
+    def term(self) -> tuple[float, int | None]:
+        kind, value = self.peek()
+        if kind == "num":
+            self.i += 1
+            c = float(value)
+            if not math.isfinite(c):
+                raise InputError(f"objective '{self.text}': number '{value}' is not finite")
+            if self.peek()[1] != "*":
+                return c, None
+            self.i += 1
+            return c, self.var()
+        k = self.var()
+        if self.peek()[1] == "*":
+            self.i += 1
+            kind, value = self.peek()
+            if kind != "num":
+                self.fail("a number after '*'")
+            self.i += 1
+            return float(value), k
+        return 1.0, k
+
+    def var(self) -> int:
+        kind, value = self.peek()
+        if kind != "var":
+            self.fail("Y_<index> or a number")
+        k = int(value[2:])
+        if k >= self.n:
+            raise InputError(f"objective '{self.text}': output Y_{k} out of range (the model has "
+                             f"{self.n} outputs, Y_0..Y_{self.n - 1})")
+        self.i += 1
+        return k
+
+
+# ---- results -------------------------------------------------------------------------------
+@dataclass
+class Extremum:
+    """One end of the range: ``lower <= extremum <= upper``, attained value at ``witness``.
+
+    ``witness`` has the model's input shape (float32, inside the region); ``witness_value``
+    is onnxruntime's ``o`` on it (None without an ONNX file). ``history``: (seconds, lower,
+    upper) after each step.
+    """
+
+    lower: float
+    upper: float
+    witness: np.ndarray | None
+    witness_value: float | None
+    converged: bool
+    history: list[tuple[float, float, float]] = field(default_factory=list)
+
+    @property
+    def gap(self) -> float:
+        return self.upper - self.lower
+
+
+@dataclass
+class ReachResult:
+    """Guaranteed range of ``objective`` over the region; ``lipschitz``: the ℓ∞-box Lipschitz
+    constant of ``o`` on the whole region (sound bound); ``tolerance``: absolute tolerance used."""
+
+    min: Extremum
+    max: Extremum
+    lipschitz: float
+    objective: str
+    tolerance: float
+    relative: bool
+    time: float
+    boxes: int
+
+
+# ---- the search ----------------------------------------------------------------------------
+class _Context:
+    """What both searches share: the float64 graph, Jacobian bounder, root box, settings."""
+
+    def __init__(self, graph: Graph, lower: torch.Tensor, upper: torch.Tensor, cfg: ReachConfig):
+        self.graph = graph.to(device=cfg.device, dtype=torch.float64)
+        self.jacobian = JacobianBounds(self.graph)
+        self.cfg, self.bounds_cfg = cfg, BoundsConfig()
+        self.lower, self.upper = lower.to(self.graph.device), upper.to(self.graph.device)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+
+def float32_inside(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` rounded to float32 values inside ``[lo, hi]`` where possible: ``(points, ok)``,
+    points clamped into the box (float64), ``ok`` ``(...,)`` where every entry is float32."""
+    x32 = torch.minimum(torch.maximum(x, lo), hi).to(torch.float32)
+    inf = torch.tensor(math.inf, dtype=torch.float32, device=x.device)
+    x32 = torch.where(x32.double() < lo, torch.nextafter(x32, inf), x32)
+    x32 = torch.where(x32.double() > hi, torch.nextafter(x32, -inf), x32)
+    x64 = x32.double()
+    ok = ((x64 >= lo) & (x64 <= hi)).all(-1)
+    return torch.minimum(torch.maximum(x64, lo), hi), ok
+
+
+class _Search:
+    """Branch and bound for the minimum of one objective over sub-boxes of the root box."""
+
+    def __init__(self, ctx: _Context, objective: Objective, started: float):
+        self.ctx, self.obj, self.started = ctx, objective, started
+        self.batch = min(8, ctx.cfg.batch)
+        self.best_value, self.best_x = math.inf, None
+        self.floor = math.inf
+        self.bounded = 0
+        self.lo, self.hi = ctx.lower[None], ctx.upper[None]
+        self.lb, self.dim, root_lip = self._bound(self.lo, self.hi)
+        self.lipschitz = float(root_lip[0])
+        n_starts = ctx.cfg.pgd_starts + 1
+        self._offer(*self._descend(self.lo.expand(n_starts, -1), self.hi.expand(n_starts, -1),
+                                   ctx.cfg.pgd_steps, random=True))
+        self.history = [(time.monotonic() - started, self.lower, self.best_value)]
+
+    @property
+    def lower(self) -> float:
+        open_min = float(self.lb.min()) if self.lb.numel() else math.inf
+        return min(open_min, self.floor, self.best_value)
+
+    @property
+    def gap(self) -> float:
+        return self.best_value - self.lower
+
+    def finished(self, tol: float) -> bool:
+        return self.lb.numel() == 0 or self.gap <= tol or self.lb.numel() > self.ctx.cfg.max_boxes
+
+    def _bound(self, lo: torch.Tensor, hi: torch.Tensor):
+        """Lower bounds ``(B,)``, split coordinates ``(B,)`` and Lipschitz constants ``(B,)`` of
+        boxes ``(B, n)``; the anchors evaluated on the way are offered as incumbents."""
+        g, B, n = self.ctx.graph, lo.shape[0], lo.shape[1]
+        C = self.obj.C.to(lo)[None].expand(B, -1, -1)
+        R = C.shape[1]
+        region = Region(lo.reshape(B, *g.input_full_shape), hi.reshape(B, *g.input_full_shape))
+        with torch.no_grad():
+            if self.ctx.cfg.intermediate == "forward":
+                bounds = preactivation_boxes(g, region)
+            else:
+                bounds = intermediate_bounds(g, region, self.ctx.bounds_cfg,
+                                             use_crown=self.ctx.cfg.intermediate == "crown")
+            crown = spec_bounds(g, C, bounds, region) + self.obj.d.to(lo)
+            G = self.ctx.jacobian(C, bounds)
+            anchor, ok = float32_inside(minimising_anchor(G, lo, hi), lo[:, None], hi[:, None])
+            rows = self.obj.rows(g.forward_flat(anchor.reshape(B * R, n))).reshape(B, R, R)
+            own = torch.diagonal(rows, dim1=1, dim2=2)
+            lb_rows = torch.maximum(crown, mean_value_lower(own, G, anchor, lo, hi))
+            h, lip = lipschitz_constants(G)
+        self.bounded += B
+        self._offer(anchor.reshape(B * R, n), self.obj.reduce(rows).reshape(-1), ok.reshape(-1))
+        import os
+        mode = os.environ.get("SPLITMODE", "h")
+        if mode == "h":
+            influence = (h * (hi - lo)[:, None]).amax(1)
+        elif mode == "spread":
+            influence = ((G[1] - G[0]) * (hi - lo)[:, None]).amax(1)
+        else:
+            influence = (hi - lo) / (self.ctx.upper - self.ctx.lower).clamp_min(1e-300)
+        return self.obj.reduce(lb_rows), influence.argmax(-1), lip.amax(-1)
+
+    def _descend(self, lo: torch.Tensor, hi: torch.Tensor, steps: int, random: bool = False):
+        """Signed-gradient descent on ``o`` inside each box ``(B, n)`` from its centre (or
+        uniform random starts, the first at the centre); returns float32 points, values, ok."""
+        x = (lo + hi) / 2
+        if random and x.shape[0] > 1:
+            u = torch.rand(x.shape[0] - 1, x.shape[1], generator=self.ctx.generator, dtype=x.dtype)
+            x = torch.cat([x[:1], lo[1:] + u.to(x.device) * (hi[1:] - lo[1:])])
+        half = (hi - lo) / 2
+        best_x = x.clone()
+        best_v = torch.full(x.shape[:1], math.inf, dtype=x.dtype, device=x.device)
+        for s in range(steps + 1):
+            x = x.detach().requires_grad_(True)
+            v = self.obj.value(self.ctx.graph.forward_flat(x))
+            better = v.detach() < best_v
+            best_x[better], best_v[better] = x.detach()[better], v.detach()[better]
+            if s == steps:
+                break
+            (grad,) = torch.autograd.grad(v.sum(), x)
+            size = half * (0.25 * (1 + math.cos(math.pi * s / steps)) + 0.01)
+            x = torch.minimum(torch.maximum(x.detach() - size * torch.sign(grad), lo), hi)
+        points, ok = float32_inside(best_x, lo, hi)
+        with torch.no_grad():
+            return points, self.obj.value(self.ctx.graph.forward_flat(points)), ok
+
+    def _offer(self, x: torch.Tensor, v: torch.Tensor, ok: torch.Tensor) -> None:
+        v = torch.where(ok, v, torch.full_like(v, math.inf))
+        i = int(torch.argmin(v))
+        if float(v[i]) < self.best_value:
+            self.best_value, self.best_x = float(v[i]), x[i].detach().clone()
+
+    def step(self, retire_at: Callable[[], float]) -> None:
+        """Split the ``batch`` boxes with the lowest bounds and bound their children."""
+        t0 = time.monotonic()
+        k = min(self.batch, self.lb.numel())
+        idx = torch.topk(self.lb, k, largest=False).indices
+        keep = torch.ones_like(self.lb, dtype=torch.bool)
+        keep[idx] = False
+        lo, hi, dim, parent_lb = self.lo[idx], self.hi[idx], self.dim[idx], self.lb[idx]
+        rows = torch.arange(k, device=lo.device)
+        mid = (lo[rows, dim] + hi[rows, dim]) / 2
+        lo_right, hi_left = lo.clone(), hi.clone()
+        lo_right[rows, dim], hi_left[rows, dim] = mid, mid
+        lo_c, hi_c = torch.cat([lo, lo_right]), torch.cat([hi_left, hi])
+        if self.ctx.cfg.local_steps:
+            self._offer(*self._descend(lo_c, hi_c, self.ctx.cfg.local_steps))
+        lb_c, dim_c, _ = self._bound(lo_c, hi_c)
+        lb_c = torch.maximum(lb_c, parent_lb.repeat(2))  # a child's minimum is at least its parent's
+        self.lo, self.hi = torch.cat([self.lo[keep], lo_c]), torch.cat([self.hi[keep], hi_c])
+        self.lb, self.dim = torch.cat([self.lb[keep], lb_c]), torch.cat([self.dim[keep], dim_c])
+        self._retire(retire_at())
+        self.history.append((time.monotonic() - self.started, self.lower, self.best_value))
+        took = time.monotonic() - t0
+        if took > self.ctx.cfg.step_seconds and self.batch > 1:
+            self.batch //= 2
+        elif took < self.ctx.cfg.step_seconds / 4:
+            self.batch = min(2 * self.batch, self.ctx.cfg.batch)
+
+    def _retire(self, level: float) -> None:
+        """Close the boxes whose bound reaches ``level``; their smallest bound is kept."""
+        done = self.lb >= level
+        if bool(done.any()):
+            self.floor = min(self.floor, float(self.lb[done].min()))
+            keep = ~done
+            self.lo, self.hi, self.lb, self.dim = self.lo[keep], self.hi[keep], self.lb[keep], self.dim[keep]
+
+
+# ---- drivers -------------------------------------------------------------------------------
+def reach_range(graph: Graph, lower, upper, objective, tolerance: float = 1e-3, timeout: float = 60.0,
+                relative: bool = False, config: ReachConfig | None = None,
+                progress: Callable[[str], None] | None = None) -> ReachResult:
+    """Guaranteed range ``[min, max]`` of ``objective`` over the box ``[lower, upper]``.
+
+    ``lower``/``upper``: ``n_inputs`` numbers (flat or in the model's input shape). Each end
+    is searched until its gap is within the tolerance (see the module doc) or the deadline;
+    the two ends share the time, the one with the larger gap going first.
+    """
+    started = time.monotonic()
+    deadline = started + float(timeout)
+    cfg = config or ReachConfig()
+    obj = parse_objective(objective, graph.n_outputs)
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise InputError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    ctx = _Context(graph, *_root_box(graph, lower, upper), cfg)
+    low, high = _Search(ctx, obj, started), _Search(ctx, obj.negated(), started)
+
+    def tol() -> float:
+        if not relative:
+            return tolerance
+        width = -high.best_value - low.best_value
+        scale = max(abs(low.best_value), abs(high.best_value), 1.0)
+        return tolerance * max(width, 1e-9 * scale)
+
+    say = _throttled(progress)
+    while time.monotonic() < deadline:
+        live = [s for s in (low, high) if not s.finished(tol())]
+        if not live:
+            break
+        search = max(live, key=lambda s: s.gap)
+        search.step(lambda: search.best_value - tol())
+        say(f"min in [{low.lower:.6g}, {low.best_value:.6g}]  max in [{-high.best_value:.6g}, "
+            f"{-high.lower:.6g}]  open boxes {low.lb.numel() + high.lb.numel()}")
+    runner = OnnxRunner(graph) if graph.onnx_path else None
+    t = tol()
+    return ReachResult(_extremum(low, obj, runner, graph, t, False), _extremum(high, obj, runner, graph, t, True),
+                       max(low.lipschitz, high.lipschitz), obj.text, t, relative,
+                       time.monotonic() - started, low.bounded + high.bounded)
+
+
+def _extremum(search: _Search, obj: Objective, runner: OnnxRunner | None, graph: Graph, tol: float,
+              negate: bool) -> Extremum:
+    """One end of the range in the user's sign, with the witness re-run by onnxruntime."""
+    x = search.best_x.double().cpu().numpy()
+    value = None
+    if runner is not None:
+        value = float(obj.value(torch.as_tensor(runner.run(x[None])))[0])
+    lo, up = search.lower, search.best_value
+    history = [(t, -u, -l) for t, l, u in search.history] if negate else list(search.history)
+    return Extremum(-up if negate else lo, -lo if negate else up, x.astype(np.float32).reshape(graph.input_shape),
+                    value, search.gap <= tol, history)
+
+
+def reach_check(graph: Graph, region, objective, threshold: float, timeout: float = 60.0,
+                config: ReachConfig | None = None, progress: Callable[[str], None] | None = None) -> Result:
+    """Does ``o <= threshold`` hold on the whole region (an InputRegion box or ``(lower, upper)``)?
+
+    ``verified``: the proven upper bound of ``o`` is at most ``threshold - check_margin``;
+    ``falsified``: onnxruntime's ``o`` on a float32 input of the region exceeds ``threshold``;
+    else ``unknown`` (or ``timeout``) with the bounds reached.
+    """
+    started = time.monotonic()
+    deadline = started + float(timeout)
+    cfg = config or ReachConfig()
+    obj = parse_objective(objective, graph.n_outputs)
+    if isinstance(region, InputRegion):
+        if region.l2_center is not None:
+            raise UnsupportedError("reach works on boxes; this region has an L2 ball")
+        region = (region.lower, region.upper)
+    ctx = _Context(graph, *_root_box(graph, *region), cfg)
+    runner = OnnxRunner(graph) if graph.onnx_path else None
+    search, goal, tried = _Search(ctx, obj.negated(), started), -float(threshold) + cfg.check_margin, None
+    say = _throttled(progress)
+    while True:
+        bounds = {"max_lower": -search.best_value, "max_upper": -search.lower, "threshold": float(threshold)}
+        stats = {"time": time.monotonic() - started, "boxes": search.bounded, "lipschitz": search.lipschitz}
+        if search.lower >= goal:
+            cert = Certificate("sound", "lipschitz branch and bound", {**bounds, "margin": cfg.check_margin})
+            return Result(Status.VERIFIED, "upper bound of the objective below the threshold",
+                          certificate=cert, bounds=bounds, stats=stats)
+        if search.best_value < -threshold and search.best_x is not tried and runner is not None:
+            tried = search.best_x
+            cex = _confirm(runner, graph, obj, tried, float(threshold))
+            if cex is not None:
+                return Result(Status.FALSIFIED, "objective above the threshold (onnxruntime)",
+                              counterexample=cex, bounds=bounds, stats=stats)
+        if time.monotonic() >= deadline:
+            return Result(Status.TIMEOUT, "time limit reached", bounds=bounds, stats=stats)
+        if search.finished(-math.inf):
+            return Result(Status.UNKNOWN, "search exhausted without proof or confirmed witness",
+                          bounds=bounds, stats=stats)
+        search.step(lambda: goal)
+        say(f"max in [{bounds['max_lower']:.6g}, {bounds['max_upper']:.6g}], threshold {threshold:g}")
+
+
+def _confirm(runner: OnnxRunner, graph: Graph, obj: Objective, x: torch.Tensor, threshold: float):
+    x32 = x.double().cpu().numpy().astype(np.float32)
+    y = runner.run(x32[None])[0]
+    value = float(obj.value(torch.as_tensor(y)))
+    if value <= threshold:
+        return None
+    return Counterexample(x=x32.reshape(graph.input_shape), y=y, case_index=0, disjunct_index=0,
+                          margin=threshold - value)
+
+
+def _root_box(graph: Graph, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat float64 bounds ``(n_inputs,)`` after checking sizes, finiteness and order."""
+    lo = np.asarray(lower, dtype=np.float64).reshape(-1)
+    hi = np.asarray(upper, dtype=np.float64).reshape(-1)
+    if lo.size != graph.n_inputs or hi.size != graph.n_inputs:
+        raise InputError(f"region bounds have {lo.size} and {hi.size} values; the model has "
+                         f"{graph.n_inputs} inputs (shape {list(graph.input_shape)})")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise InputError("region bounds must be finite")
+    if np.any(lo > hi):
+        raise InputError(f"region lower bound exceeds upper bound at input {int(np.argmax(lo > hi))}")
+    return torch.as_tensor(lo), torch.as_tensor(hi)
+
+
+def _throttled(progress: Callable[[str], None] | None, every: float = 2.0) -> Callable[[str], None]:
+    """``progress``, called at most once per ``every`` seconds."""
+    last = [time.monotonic()]
+
+    def say(message: str) -> None:
+        if progress is not None and time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            progress(message)
+
+    return say
