@@ -46,8 +46,16 @@ def verify(model: Graph, prop: Property, timeout: float | None = None, config: V
     if timeout is not None:
         settings["timeout"] = float(timeout)
     config = dataclasses.replace(config, **settings)
+    _check_device(config.device)
     _check_sizes(model, prop)
     return run_pipeline(model, prop, config, progress or (lambda _msg: None))
+
+
+def _check_device(device: str) -> None:
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device '{device}' requested but CUDA is not available on this machine")
+    if not str(device).startswith(("cuda", "cpu")):
+        raise InputError(f"unknown device '{device}' (cpu or cuda)")
 
 
 def _check_sizes(model: Graph, prop: Property) -> None:

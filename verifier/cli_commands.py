@@ -9,6 +9,9 @@ import time
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed for attacks (default 0)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch (default 1: verification works on many small tensors, "
+                        "where more threads cost more than they give; raise it for large CNNs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -54,7 +57,8 @@ def run_verify(args) -> int:
     progress = _progress(args)
     model = api.load_model(args.model)
     prop = api.load_property(args.spec, model)
-    result = api.verify(model, prop, config=_config(args, args.timeout), progress=progress)
+    remaining = max(0.1, args.timeout - (time.monotonic() - args.started))  # start-up counts
+    result = api.verify(model, prop, config=_config(args, remaining), progress=progress)
     print(result.verdict)
     print(_summary(result), file=sys.stderr if args.quiet else sys.stdout)
     if args.result_file:

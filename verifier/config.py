@@ -34,6 +34,8 @@ class BabConfig:
     batch: int = 256             # sub-domains bounded at once
     max_domains: int = 200_000   # domain store cap; beyond it the run ends with unknown
     intermediate: str = "crown"  # input split: "crown" or "forward" (cheaper, looser) intermediate bounds
+    relu_iterations: int = 20    # α/β optimisation steps per batch of ReLU-split domains
+    input_alpha_iterations: int = 0  # α-CROWN steps on each input-split batch (0: CROWN only)
     input_branching: str = "strong"  # input split: "strong" (try every dimension) or "smear"
 
 

@@ -39,6 +39,24 @@ class Counterexample:
     confirmed_by: str = "onnxruntime"
 
 
+@dataclass(frozen=True, eq=False)
+class Leaf:
+    """One closed piece of an ``unsat`` proof.
+
+    The piece is the case's region intersected with the box ``[lower, upper]`` (flat
+    ``(n_inputs,)``; ``None`` = the whole region) and with the neuron splits
+    ``(activation node, flat index, +1 active / -1 inactive)``. ``bound`` is the lower bound
+    of the weakest unsafe disjunct's best row ``C y - d`` there (> 0 closes it).
+    """
+
+    case: int
+    method: str
+    bound: float
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    splits: tuple[tuple[str, int, int], ...] = ()
+
+
 @dataclass(frozen=True)
 class Certificate:
     """What backs a verdict that is not a counterexample.

@@ -50,7 +50,7 @@ def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config:
         domains += out.domains_bounded
         if out.counterexample is not None:
             return BabOutcome(False, out.counterexample, "counterexample", strategy=strategy, domains=domains)
-        leaves.append({"case": i, "method": f"bab-{strategy}", "boxes": out.leaves})
+        leaves.extend(out.leaves)
         if not out.proven:
             open_left.append(i)
             worst = min(worst, out.best_bound)

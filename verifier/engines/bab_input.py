@@ -7,6 +7,7 @@ violations onnxruntime must confirm.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from verifier.config import VerifyConfig
 from verifier.engines.confirm import UnsafeSet, confirm
 from verifier.engines.rows import RowSpec
 from verifier.ir.graph import Graph
-from verifier.result import Counterexample
+from verifier.result import Counterexample, Leaf
 from verifier.spec.property import Case
 
 
@@ -33,6 +34,7 @@ class SplitOutcome:
     open_domains: int = 0
     best_bound: float = float("-inf")
     domains_bounded: int = 0
+    case_index: int = 0
     leaves: list = field(default_factory=list)
 
 
@@ -71,7 +73,7 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
     kw = dict(dtype=graph.dtype, device=graph.device)
     lo = torch.as_tensor(case.region.lower, **kw).unsqueeze(0)
     hi = torch.as_tensor(case.region.upper, **kw).unsqueeze(0)
-    out = SplitOutcome()
+    out = SplitOutcome(case_index=case_index)
     score, dims, cex = _bound_and_probe(graph, rows, unsafe, lo, hi, case, case_index, runner, config, out)
     if cex is not None:
         out.counterexample = cex
@@ -141,7 +143,9 @@ def _split(lower, upper, dims):
 def _file(store: _Store, lo, hi, score, dims, margin: float, out: SplitOutcome) -> None:
     closed = score > margin
     if bool(closed.any()):
-        out.leaves.append((lo[closed].cpu(), hi[closed].cpu(), score[closed].cpu()))
+        for l, h, b in zip(lo[closed].double().cpu().numpy(), hi[closed].double().cpu().numpy(),
+                           score[closed].double().cpu().tolist()):
+            out.leaves.append(Leaf(out.case_index, "bab-input/crown", b, l, h))
     keep = ~closed
     store.push(lo[keep], hi[keep], score[keep], dims[keep])
 
@@ -159,9 +163,10 @@ def _bound_and_probe(graph, rows: RowSpec, unsafe, lo, hi, case, case_index, run
             bounds = intermediate_bounds(graph, region, config.bounds)
         lb = spec_bounds(graph, rows.batch_C(B), bounds, region, trace=trace)
     score = rows.worst(lb)
-    if B <= 8 and bool((score <= config.proof_margin).any()):
-        lb = alpha_spec_bounds(graph, rows.batch_C(B), bounds, region, config.bounds,
-                               time.monotonic() + 5.0, start=lb)
+    if config.bab.input_alpha_iterations and bool((score <= config.proof_margin).any()):
+        cfg = dataclasses.replace(config.bounds, alpha_iterations=config.bab.input_alpha_iterations)
+        lb = alpha_spec_bounds(graph, rows.batch_C(B), bounds, region, cfg, time.monotonic() + 5.0,
+                               start=lb, done=lambda b: bool((rows.worst(b) > config.proof_margin).all()))
         score = rows.worst(lb)
     out.domains_bounded += B
     A = trace.A_x.reshape(B, lb.shape[1], -1)

@@ -12,7 +12,7 @@ from verifier.engines.incomplete import CaseBounds, bound_case
 from verifier.engines.onnx_runner import OnnxRunner
 from verifier.errors import InputError
 from verifier.ir.graph import Graph
-from verifier.result import Certificate, Result, Status
+from verifier.result import Certificate, Leaf, Result, Status
 from verifier.spec.property import Property
 
 
@@ -75,8 +75,7 @@ def _bound_cases(graph, prop, config, deadline, trail, progress):
         for st in stages:
             trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst()})
         if stages[-1].proven:
-            leaves.append({"case": i, "method": stages[-1].method, "box": "whole region",
-                           "bound": stages[-1].worst()})
+            leaves.append(Leaf(i, stages[-1].method, stages[-1].worst()))
         else:
             open_cases.append(i)
     return open_cases, leaves

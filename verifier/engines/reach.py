@@ -314,14 +314,7 @@ class _Search:
             h, lip = lipschitz_constants(G)
         self.bounded += B
         self._offer(anchor.reshape(B * R, n), self.obj.reduce(rows).reshape(-1), ok.reshape(-1))
-        import os
-        mode = os.environ.get("SPLITMODE", "h")
-        if mode == "h":
-            influence = (h * (hi - lo)[:, None]).amax(1)
-        elif mode == "spread":
-            influence = ((G[1] - G[0]) * (hi - lo)[:, None]).amax(1)
-        else:
-            influence = (hi - lo) / (self.ctx.upper - self.ctx.lower).clamp_min(1e-300)
+        influence = (h * (hi - lo)[:, None]).amax(1)
         return self.obj.reduce(lb_rows), influence.argmax(-1), lip.amax(-1)
 
     def _descend(self, lo: torch.Tensor, hi: torch.Tensor, steps: int, random: bool = False):

@@ -1,0 +1,249 @@
+"""ReLU-split branch and bound with β-CROWN split multipliers (high-dimensional inputs).
+
+A domain fixes some unstable ReLU neurons to active (``z >= 0``) or inactive (``z <= 0``).
+Its bound reuses the root's intermediate bounds, clamped by the splits, and optimises the
+relaxation slopes (α) and one Lagrange multiplier per split (β >= 0, adding ``β·s·z`` with
+``s = +1`` for inactive and ``-1`` for active, which is ``<= 0`` on the domain) for the
+property rows. Branching picks, per domain, the unstable neuron whose upper relaxation costs
+the bound most (a BaBSR-style score).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from verifier.bounds.crown import _initial_alphas, intermediate_bounds, spec_bounds
+from verifier.bounds.linear import Region, Trace
+from verifier.config import VerifyConfig
+from verifier.engines.bab_input import SplitOutcome, _probe
+from verifier.engines.confirm import UnsafeSet
+from verifier.engines.incomplete import case_region
+from verifier.engines.rows import RowSpec
+from verifier.ir.graph import Graph
+from verifier.ops.activations import LeakyRelu, Relu
+from verifier.result import Leaf
+
+NO_CHOICE = -1
+
+
+@dataclass
+class _Problem:
+    """Everything fixed for one case: rows, root bounds, ReLU layers (activation → pre-activation)."""
+
+    graph: Graph
+    rows: RowSpec
+    unsafe: UnsafeSet
+    region: Region
+    root: dict
+    relus: dict[str, str]
+    case: object
+    case_index: int
+    runner: object
+
+
+class _Store:
+    """Open domains: split states per ReLU layer ``(S, *shape)`` int8, scores ``(S,)`` and the
+    chosen neuron ``(S, 2)`` (layer index, flat index)."""
+
+    def __init__(self, states, score, choice):
+        self.states, self.score, self.choice = states, score, choice
+
+    def __len__(self) -> int:
+        return self.score.shape[0]
+
+    def pop(self, k: int):
+        order = torch.argsort(self.score)
+        take, keep = order[:k], order[k:]
+        out = ({n: s[take] for n, s in self.states.items()}, self.choice[take])
+        self.states = {n: s[keep] for n, s in self.states.items()}
+        self.score, self.choice = self.score[keep], self.choice[keep]
+        return out
+
+    def push(self, states, score, choice) -> None:
+        self.states = {n: torch.cat([s, states[n]]) for n, s in self.states.items()}
+        self.score = torch.cat([self.score, score])
+        self.choice = torch.cat([self.choice, choice])
+
+
+def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig, deadline: float,
+               progress) -> SplitOutcome:
+    """Branch on ReLU neurons until every domain is closed, a counterexample is confirmed, or
+    time runs out."""
+    prob = _setup(graph, case, case_index, runner, config)
+    out = SplitOutcome(case_index=case_index)
+    if not prob.relus:
+        out.reason = "no ReLU neurons to split"
+        return _finish(None, out)
+    states = {a: torch.zeros(1, *prob.root[p][0].shape[1:], dtype=torch.int8, device=graph.device)
+              for a, p in prob.relus.items()}
+    store = _Store({n: s[:0] for n, s in states.items()}, torch.zeros(0, dtype=graph.dtype, device=graph.device),
+                   torch.zeros(0, 2, dtype=torch.long, device=graph.device))
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        score, choice, cex = _bound(prob, states, config, out, deadline)
+        if cex is not None:
+            out.counterexample = cex
+            return out
+        _file(store, states, score, choice, config.proof_margin, out)
+        if not len(store) or len(store) > config.bab.max_domains:
+            break
+        if time.monotonic() - last > 2.0:
+            last = time.monotonic()
+            progress(f"relu split: {len(store)} open, {out.domains_bounded} bounded, "
+                     f"worst bound {float(store.score.min()):.4g}")
+        parents, parent_choice = store.pop(max(1, config.bab.batch // 2))
+        states = _children(prob, parents, parent_choice)
+    if len(store) > config.bab.max_domains:
+        out.reason = f"domain store reached its cap of {config.bab.max_domains} sub-domains"
+    return _finish(store, out)
+
+
+def _finish(store, out: SplitOutcome) -> SplitOutcome:
+    n_open = len(store) if store is not None else 1
+    out.open_domains = n_open
+    out.best_bound = float(store.score.min()) if store is not None and len(store) else 0.0
+    out.proven = n_open == 0 and not out.reason
+    if not out.proven and not out.reason:
+        out.reason = f"time limit with {n_open} open sub-domains (worst bound {out.best_bound:.4g})"
+    return out
+
+
+def _setup(graph: Graph, case, case_index, runner, config: VerifyConfig) -> _Problem:
+    region = case_region(graph, case)
+    with torch.no_grad():
+        root = intermediate_bounds(graph, region, config.bounds)
+    relus = {n.name: n.inputs[0] for n in graph.nodes if isinstance(graph.ops[n.name], (Relu, LeakyRelu))}
+    rows = RowSpec.of(case, graph.n_outputs, graph.dtype, graph.device)
+    unsafe = UnsafeSet(case, graph.n_outputs, graph.dtype, graph.device)
+    return _Problem(graph, rows, unsafe, region, root, relus, case, case_index, runner)
+
+
+def _file(store: _Store, states, score, choice, margin: float, out: SplitOutcome) -> None:
+    """Closed domains count as leaves; open ones with no neuron left to split end the proof."""
+    closed = score > margin
+    if bool(closed.any()):
+        out.leaves.extend(_leaves(states, closed, score, out.case_index))
+    stuck = ~closed & (choice[:, 0] == NO_CHOICE)
+    if bool(stuck.any()):
+        out.reason = "a sub-domain with every unstable neuron split stayed open (needs an exact solver)"
+    keep = ~closed & ~stuck
+    store.push({n: s[keep] for n, s in states.items()}, score[keep], choice[keep])
+
+
+def _leaves(states, closed, score, case_index: int) -> list[Leaf]:
+    """Closed domains as leaves listing their splits."""
+    idx = torch.nonzero(closed).flatten()
+    splits: list[list] = [[] for _ in range(idx.numel())]
+    for act, s in states.items():
+        flat = s[idx].reshape(idx.numel(), -1)
+        for d, j in torch.nonzero(flat).tolist():
+            splits[d].append((act, int(j), int(flat[d, j])))
+    bounds = score[idx].double().cpu().tolist()
+    return [Leaf(case_index, "bab-relu/beta-crown", b, splits=tuple(sp)) for b, sp in zip(bounds, splits)]
+
+
+def _domain_bounds(prob: _Problem, states) -> dict:
+    """Root bounds for ``D`` domains, pre-activations clamped by the splits."""
+    D = next(iter(states.values())).shape[0]
+    bounds = {k: (lo.expand(D, *lo.shape[1:]), hi.expand(D, *hi.shape[1:])) for k, (lo, hi) in prob.root.items()}
+    for act, pre in prob.relus.items():
+        lo, hi = bounds[pre]
+        s = states[act]
+        bounds[pre] = (torch.where(s > 0, lo.clamp(min=0), lo), torch.where(s < 0, hi.clamp(max=0), hi))
+    return bounds
+
+
+def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float):
+    """α/β-optimised bounds of a batch of domains; returns (score, choice, counterexample)."""
+    g, D = prob.graph, next(iter(states.values())).shape[0]
+    bounds = _domain_bounds(prob, states)
+    region = Region(prob.region.lower.expand(D, *prob.region.lower.shape[1:]),
+                    prob.region.upper.expand(D, *prob.region.upper.shape[1:]))
+    C = prob.rows.batch_C(D)
+    alphas = _initial_alphas(g, C, bounds)
+    betas = {prob.relus[a]: torch.zeros(D, C.shape[1], *s.shape[1:], dtype=g.dtype, device=g.device,
+                                        requires_grad=True) for a, s in states.items() if bool((s != 0).any())}
+    signs = {prob.relus[a]: -s.to(g.dtype).unsqueeze(1) for a, s in states.items()}
+    best = _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, prob.rows)
+    trace = Trace(at_activation={})
+    with torch.no_grad():
+        extra = {p: b.clamp(min=0) * signs[p] for p, b in betas.items()}
+        best = torch.maximum(best, spec_bounds(g, C, bounds, region, alphas, extra, trace))
+        score = prob.rows.worst(best)
+        wr = prob.rows.worst_row(best)
+        choice = _choose(prob, states, bounds, trace, wr)
+        a_x = trace.A_x.reshape(D, C.shape[1], -1)[torch.arange(D), wr]
+        lo, hi = region.lower.reshape(D, -1), region.upper.reshape(D, -1)
+        cex = _probe(g, prob.unsafe, lo, hi, a_x, score, prob.case, prob.case_index, prob.runner,
+                     config.proof_margin)
+    out.domains_bounded += D
+    return score, choice, cex
+
+
+def _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, rows) -> torch.Tensor:
+    """Adam on α (projected to [0, 1]) and β (projected to >= 0); the best bound per row."""
+    with torch.no_grad():
+        best = spec_bounds(g, C, bounds, region)
+    params = list(alphas.values()) + list(betas.values())
+    if not params:
+        return best
+    opt = torch.optim.Adam([{"params": list(alphas.values()), "lr": config.bounds.alpha_lr},
+                            {"params": list(betas.values()), "lr": config.bounds.alpha_lr / 2}])
+    for _ in range(config.bab.relu_iterations):
+        if time.monotonic() >= deadline or bool((rows.worst(best) > config.proof_margin).all()):
+            break
+        extra = {p: b * signs[p] for p, b in betas.items()}
+        lb = spec_bounds(g, C, bounds, region, alphas, extra)
+        best = torch.maximum(best, lb.detach())
+        if not lb.requires_grad:
+            break
+        opt.zero_grad()
+        (-lb.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            for a in alphas.values():
+                a.clamp_(0.0, 1.0)
+            for b in betas.values():
+                b.clamp_(min=0.0)
+    return best
+
+
+def _choose(prob: _Problem, states, bounds, trace: Trace, worst_row: torch.Tensor) -> torch.Tensor:
+    """Per domain, the unsplit unstable neuron with the largest ``|A⁻|·(-l·u/(u-l))``: ``(D, 2)``."""
+    scores = []
+    D = worst_row.shape[0]
+    for act, pre in prob.relus.items():
+        lo, hi = (t.reshape(D, -1) for t in bounds[pre])
+        A = trace.at_activation.get(act)
+        A = torch.zeros_like(lo) if A is None else A[torch.arange(D), worst_row].reshape(D, -1)
+        unstable = (lo < 0) & (hi > 0) & (states[act].reshape(D, -1) == 0)
+        gain = (-A).clamp(min=0) * (-lo * hi / (hi - lo).clamp_min(1e-12)) + 1e-6 * (hi - lo)
+        scores.append(torch.where(unstable, gain, torch.full_like(gain, -torch.inf)))
+    sizes = [s.shape[1] for s in scores]
+    best = torch.cat(scores, dim=1).argmax(dim=1)
+    found = torch.cat(scores, dim=1).amax(dim=1) > -torch.inf
+    layer = torch.zeros_like(best)
+    offset = torch.zeros_like(best)
+    start = 0
+    for i, n in enumerate(sizes):
+        inside = (best >= start) & (best < start + n)
+        layer, offset = torch.where(inside, i, layer), torch.where(inside, start, offset)
+        start += n
+    return torch.stack([torch.where(found, layer, NO_CHOICE), best - offset], dim=1)
+
+
+def _children(prob: _Problem, parents, choice: torch.Tensor):
+    """Two children per parent: the chosen neuron active (+1) and inactive (-1)."""
+    D = choice.shape[0]
+    rows = torch.arange(D, device=choice.device)
+    children = {}
+    for i, act in enumerate(prob.relus):
+        s = parents[act].reshape(D, -1)
+        pos, neg = s.clone(), s.clone()
+        here = choice[:, 0] == i
+        pos[rows[here], choice[here, 1]] = 1
+        neg[rows[here], choice[here, 1]] = -1
+        children[act] = torch.cat([pos, neg]).reshape(2 * D, *parents[act].shape[1:])
+    return children
