@@ -55,6 +55,7 @@ class Leaf:
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
     splits: tuple[tuple[str, int, int], ...] = ()
+    multipliers: dict[str, Any] | None = None  # {"alpha": {node: (R, n)}, "beta": {node: (R, n)}}
 
 
 @dataclass(frozen=True)

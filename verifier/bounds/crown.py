@@ -106,33 +106,70 @@ def interval_spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) 
 
 def alpha_spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box], region: Region,
                       config: BoundsConfig, deadline: float, start: torch.Tensor | None = None,
-                      done: Callable[[torch.Tensor], bool] | None = None) -> torch.Tensor:
+                      done: Callable[[torch.Tensor], bool] | None = None,
+                      params_out: dict | None = None) -> torch.Tensor:
     """α-CROWN: optimise the activation slopes for each row of ``C`` by Adam (projected to
-    [0, 1]) and keep the best lower bound seen per row: ``(B, R)``.
+    [0, 1]) and return the best lower bound per row: ``(B, R)``.
 
-    ``done(best)`` may end the optimisation early (e.g. once the property is proven).
+    Rows are independent, so the best slopes are kept per row and a last pass with them
+    produces the returned bound; ``params_out`` (if given) receives those slopes by activation
+    name (``(B, R, *shape)``), which reproduce the bound exactly. ``done(best)`` may end the
+    optimisation early (e.g. once the property is proven). ``start`` is a known lower bound.
     """
     alphas = _initial_alphas(graph, C, bounds)
-    best = spec_bounds(graph, C, bounds, region).detach() if start is None else start.detach()
-    if not alphas:
-        return best
-    optimizer = torch.optim.Adam(list(alphas.values()), lr=config.alpha_lr)
-    for _ in range(config.alpha_iterations):
+    with torch.no_grad():
+        best = spec_bounds(graph, C, bounds, region, alphas)
+    if start is not None and params_out is None:
+        best = torch.maximum(best, start.detach())
+    if alphas:
+        best = optimise_rows(graph, C, bounds, region, alphas, {}, {}, config.alpha_lr,
+                             config.alpha_iterations, deadline, done, best)
+    if params_out is not None:
+        params_out.update({k: v.detach() for k, v in alphas.items()})
+    return best
+
+
+def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, iterations: int,
+                  deadline: float, done, best: torch.Tensor) -> torch.Tensor:
+    """Adam on slopes α ∈ [0, 1] and split multipliers β >= 0 (``extra = β·sign`` at the named
+    values); ``alphas``/``betas`` end holding, per row, the values of the best bound seen, and the
+    returned ``(B, R)`` bound is recomputed with them."""
+    keep_a = {k: v.detach().clone() for k, v in alphas.items()}
+    keep_b = {k: v.detach().clone() for k, v in betas.items()}
+    groups = [{"params": list(alphas.values()), "lr": lr}]
+    if betas:
+        groups.append({"params": list(betas.values()), "lr": lr / 2})
+    opt = torch.optim.Adam(groups)
+    for _ in range(iterations):
         if time.monotonic() >= deadline or (done is not None and done(best)):
             break
-        lb = spec_bounds(graph, C, bounds, region, alphas)
-        best = torch.maximum(best, lb.detach())
+        lb = spec_bounds(graph, C, bounds, region, alphas, {k: b * signs[k] for k, b in betas.items()})
         if not lb.requires_grad:
             break
-        optimizer.zero_grad()
+        improved = lb.detach() > best
+        best = torch.maximum(best, lb.detach())
+        _snapshot(keep_a, alphas, improved)
+        _snapshot(keep_b, betas, improved)
+        opt.zero_grad()
         (-lb.sum()).backward()
-        optimizer.step()
+        opt.step()
         with torch.no_grad():
             for a in alphas.values():
                 a.clamp_(0.0, 1.0)
+            for b in betas.values():
+                b.clamp_(min=0.0)
     with torch.no_grad():
-        best = torch.maximum(best, spec_bounds(graph, C, bounds, region, alphas))
-    return best
+        for store, kept in ((alphas, keep_a), (betas, keep_b)):
+            for k in store:
+                store[k].copy_(kept[k])
+        return spec_bounds(graph, C, bounds, region, alphas, {k: b * signs[k] for k, b in betas.items()})
+
+
+def _snapshot(kept: dict, current: dict, improved: torch.Tensor) -> None:
+    """Copy the parameters of rows whose bound improved (``improved``: ``(B, R)``)."""
+    for k, v in current.items():
+        mask = improved.reshape(*improved.shape, *([1] * (v.dim() - 2)))
+        kept[k] = torch.where(mask, v.detach(), kept[k])
 
 
 def _initial_alphas(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) -> dict[str, torch.Tensor]:

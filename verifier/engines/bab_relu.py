@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from verifier.bounds.crown import _initial_alphas, intermediate_bounds, spec_bounds
+from verifier.bounds.crown import _initial_alphas, intermediate_bounds, optimise_rows, spec_bounds
 from verifier.bounds.linear import Region, Trace
 from verifier.config import VerifyConfig
 from verifier.engines.bab_input import SplitOutcome, _probe
@@ -82,11 +82,11 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
                    torch.zeros(0, 2, dtype=torch.long, device=graph.device))
     last = time.monotonic()
     while time.monotonic() < deadline:
-        score, choice, cex = _bound(prob, states, config, out, deadline)
+        score, choice, cex, params = _bound(prob, states, config, out, deadline)
         if cex is not None:
             out.counterexample = cex
             return out
-        _file(store, states, score, choice, config.proof_margin, out)
+        _file(store, states, score, choice, config.proof_margin, out, params)
         if not len(store) or len(store) > config.bab.max_domains:
             break
         if time.monotonic() - last > 2.0:
@@ -120,11 +120,11 @@ def _setup(graph: Graph, case, case_index, runner, config: VerifyConfig) -> _Pro
     return _Problem(graph, rows, unsafe, region, root, relus, case, case_index, runner)
 
 
-def _file(store: _Store, states, score, choice, margin: float, out: SplitOutcome) -> None:
+def _file(store: _Store, states, score, choice, margin: float, out: SplitOutcome, params) -> None:
     """Closed domains count as leaves; open ones with no neuron left to split end the proof."""
     closed = score > margin
     if bool(closed.any()):
-        out.leaves.extend(_leaves(states, closed, score, out.case_index))
+        out.leaves.extend(_leaves(states, closed, score, out.case_index, params))
     stuck = ~closed & (choice[:, 0] == NO_CHOICE)
     if bool(stuck.any()):
         out.reason = "a sub-domain with every unstable neuron split stayed open (needs an exact solver)"
@@ -132,8 +132,8 @@ def _file(store: _Store, states, score, choice, margin: float, out: SplitOutcome
     store.push({n: s[keep] for n, s in states.items()}, score[keep], choice[keep])
 
 
-def _leaves(states, closed, score, case_index: int) -> list[Leaf]:
-    """Closed domains as leaves listing their splits."""
+def _leaves(states, closed, score, case_index: int, params) -> list[Leaf]:
+    """Closed domains as leaves listing their splits and the α/β that closed them."""
     idx = torch.nonzero(closed).flatten()
     splits: list[list] = [[] for _ in range(idx.numel())]
     for act, s in states.items():
@@ -141,7 +141,11 @@ def _leaves(states, closed, score, case_index: int) -> list[Leaf]:
         for d, j in torch.nonzero(flat).tolist():
             splits[d].append((act, int(j), int(flat[d, j])))
     bounds = score[idx].double().cpu().tolist()
-    return [Leaf(case_index, "bab-relu/beta-crown", b, splits=tuple(sp)) for b, sp in zip(bounds, splits)]
+    alphas, betas = params
+    mult = [{"alpha": {k: v[i].detach().double().cpu().numpy() for k, v in alphas.items()},
+             "beta": {k: v[i].detach().double().cpu().numpy() for k, v in betas.items()}} for i in idx.tolist()]
+    return [Leaf(case_index, "bab-relu/beta-crown", b, splits=tuple(sp), multipliers=m)
+            for b, sp, m in zip(bounds, splits, mult)]
 
 
 def _domain_bounds(prob: _Problem, states) -> dict:
@@ -166,11 +170,11 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
     betas = {prob.relus[a]: torch.zeros(D, C.shape[1], *s.shape[1:], dtype=g.dtype, device=g.device,
                                         requires_grad=True) for a, s in states.items() if bool((s != 0).any())}
     signs = {prob.relus[a]: -s.to(g.dtype).unsqueeze(1) for a, s in states.items()}
-    best = _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, prob.rows)
+    _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, prob.rows)
     trace = Trace(at_activation={})
     with torch.no_grad():
-        extra = {p: b.clamp(min=0) * signs[p] for p, b in betas.items()}
-        best = torch.maximum(best, spec_bounds(g, C, bounds, region, alphas, extra, trace))
+        extra = {p: b * signs[p] for p, b in betas.items()}
+        best = spec_bounds(g, C, bounds, region, alphas, extra, trace)  # exactly the recorded multipliers
         score = prob.rows.worst(best)
         wr = prob.rows.worst_row(best)
         choice = _choose(prob, states, bounds, trace, wr)
@@ -179,35 +183,18 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
         cex = _probe(g, prob.unsafe, lo, hi, a_x, score, prob.case, prob.case_index, prob.runner,
                      config.proof_margin)
     out.domains_bounded += D
-    return score, choice, cex
+    return score, choice, cex, (alphas, betas)
 
 
 def _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, rows) -> torch.Tensor:
-    """Adam on α (projected to [0, 1]) and β (projected to >= 0); the best bound per row."""
+    """Best per-row bound over α/β optimisation; ``alphas``/``betas`` end at the values that give it."""
     with torch.no_grad():
-        best = spec_bounds(g, C, bounds, region)
-    params = list(alphas.values()) + list(betas.values())
-    if not params:
+        best = spec_bounds(g, C, bounds, region, alphas)
+    if not alphas and not betas:
         return best
-    opt = torch.optim.Adam([{"params": list(alphas.values()), "lr": config.bounds.alpha_lr},
-                            {"params": list(betas.values()), "lr": config.bounds.alpha_lr / 2}])
-    for _ in range(config.bab.relu_iterations):
-        if time.monotonic() >= deadline or bool((rows.worst(best) > config.proof_margin).all()):
-            break
-        extra = {p: b * signs[p] for p, b in betas.items()}
-        lb = spec_bounds(g, C, bounds, region, alphas, extra)
-        best = torch.maximum(best, lb.detach())
-        if not lb.requires_grad:
-            break
-        opt.zero_grad()
-        (-lb.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for a in alphas.values():
-                a.clamp_(0.0, 1.0)
-            for b in betas.values():
-                b.clamp_(min=0.0)
-    return best
+    done = lambda b: bool((rows.worst(b) > config.proof_margin).all())  # noqa: E731
+    return optimise_rows(g, C, bounds, region, alphas, betas, signs, config.bounds.alpha_lr,
+                         config.bab.relu_iterations, deadline, done, best)
 
 
 def _choose(prob: _Problem, states, bounds, trace: Trace, worst_row: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ class CaseBounds:
     method: str
     row_lower: list[np.ndarray]   # per disjunct: (m_k,) lower bounds of C_k y - d_k
     excluded: list[bool]          # per disjunct: some row's lower bound > margin
+    multipliers: dict | None = None  # α-CROWN slopes that give these bounds
 
     @property
     def proven(self) -> bool:
@@ -78,7 +79,12 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
                 best = torch.maximum(best, spec_bounds(graph, C, bounds, region))
         else:
             done = lambda lb: _judge(stage, lb, d, sizes, margin).proven  # noqa: E731
-            best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, start=best, done=done)
+            params: dict = {}
+            best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, done=done, params_out=params)
+            judged = _judge(stage, best, d, sizes, margin)
+            judged.multipliers = {"alpha": {k: v[0].double().cpu().numpy() for k, v in params.items()}}
+            out.append(judged)
+            continue
         out.append(_judge(stage, best, d, sizes, margin))
     return out
 

@@ -54,6 +54,22 @@ def _l2(case: Case):
     return None if r.l2_center is None else (np.asarray(r.l2_center, np.float64), float(r.l2_radius))
 
 
+def _candidates(case: Case, x: np.ndarray) -> np.ndarray:
+    """The solver's input ``x`` ``(n,)`` and, with an L2 ball, its projection onto ball ∩ box
+    (alternating projections): ``(k, n)`` rows for :func:`confirm`."""
+    r = case.region
+    if r.l2_center is None:
+        return x[None, :]
+    p = np.clip(x, r.lower, r.upper)
+    for _ in range(20):
+        delta = p - r.l2_center
+        norm = float(np.linalg.norm(delta))
+        if norm > r.l2_radius:
+            p = r.l2_center + delta * (r.l2_radius * (1 - 1e-9) / norm)
+        p = np.clip(p, r.lower, r.upper)
+    return np.stack([x, p])
+
+
 def _margin(conj: Conjunction) -> float:
     return MARGIN_REL * (1.0 + (float(np.abs(conj.d).max()) if conj.d.size else 0.0))
 
@@ -165,7 +181,7 @@ def _milp_disjunct(system, renc, conj, k, ctx) -> dict:
             return {**rec, "excluded": False, "status": sol.status, "reason": f"solver status {word}"}
         t = float(sol.values[-1])
         rec["optimum"] = t
-        cex = confirm(ctx["runner"], ctx["case"], ctx["case_index"], sol.values[renc.x][None, :],
+        cex = confirm(ctx["runner"], ctx["case"], ctx["case_index"], _candidates(ctx["case"], sol.values[renc.x]),
                       ctx["input_shape"])
         if cex is not None:
             return {**rec, "excluded": False, "status": sol.status, "counterexample": cex}
@@ -199,7 +215,7 @@ def _lp_disjunct(system, renc, conj, k, ctx) -> dict:
     if bound > ctx["margin"]:
         return {**rec, "excluded": True}
     if sol.has_point:
-        cex = confirm(ctx["runner"], ctx["case"], ctx["case_index"], sol.values[renc.x][None, :],
+        cex = confirm(ctx["runner"], ctx["case"], ctx["case_index"], _candidates(ctx["case"], sol.values[renc.x]),
                       ctx["input_shape"])
         if cex is not None:
             return {**rec, "excluded": False, "counterexample": cex}

@@ -20,12 +20,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from verifier.engines.lp_ops import Bounds, encode_node
-from verifier.errors import InputError
+from verifier.engines.lp_ops import Encoding, add_l2_outer, encode_graph, numpy_bounds
+from verifier.errors import InputError, UnsupportedError
 from verifier.ir.graph import Graph, Node
 from verifier.ops.base import Affine
-
-WIDEN = 1e-8  # relative + absolute widening of float64 bounds before they become constraints
 
 
 @dataclass(frozen=True)
@@ -116,59 +114,6 @@ class SystemBuilder:
                       mats["le"][0], mats["le"][1], mats["eq"][0], mats["eq"][1])
 
 
-@dataclass
-class Encoding:
-    """A graph's system under construction: variable indices and bounds of every value."""
-
-    rows: SystemBuilder
-    index: dict[str, np.ndarray]
-    bounds: dict[str, Bounds]
-    exact: bool
-
-    def tighten(self, name: str, lo: np.ndarray, hi: np.ndarray) -> None:
-        """Intersect the bounds of value ``name`` (flat arrays) with ``[lo, hi]``."""
-        old_lo, old_hi = self.bounds[name]
-        new_lo = np.maximum(old_lo, lo)
-        self.bounds[name] = (new_lo, np.maximum(np.minimum(old_hi, hi), new_lo))
-        self.rows.restrict(self.index[name], lo, hi)
-
-
-def numpy_bounds(bounds: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Bounds]:
-    """Batch-of-one torch bounds → flat float64 arrays, widened by :data:`WIDEN`."""
-    out = {}
-    for name, (lo, hi) in bounds.items():
-        lo = lo.detach().double().cpu().reshape(-1).numpy()
-        hi = hi.detach().double().cpu().reshape(-1).numpy()
-        out[name] = (lo - WIDEN * (1 + np.abs(lo)), hi + WIDEN * (1 + np.abs(hi)))
-    return out
-
-
-def encode_graph(graph: Graph, bounds: dict[str, Bounds], exact: bool,
-                 before: Callable[[Encoding, Node], None] | None = None) -> Encoding:
-    """Encode every node of a float64 graph; ``bounds`` hold flat bounds of every value
-    (the input's are the input box). ``before(encoding, node)`` runs before each nonlinear
-    node (e.g. to tighten the bounds of its input)."""
-    enc = Encoding(SystemBuilder(), {}, dict(bounds), exact)
-    enc.index[graph.input_name] = enc.rows.add_vars(*bounds[graph.input_name])
-    for node in graph.nodes:
-        if before is not None and not isinstance(graph.ops[node.name], Affine):
-            before(enc, node)
-        enc.index[node.name] = encode_node(enc.rows, graph, node, [enc.index[i] for i in node.inputs],
-                                           [enc.bounds[i] for i in node.inputs], enc.bounds[node.name], exact)
-    return enc
-
-
-def add_l2_outer(rows: SystemBuilder, x: np.ndarray, center: np.ndarray, radius: float) -> None:
-    """A polyhedron containing the ball ``||x - center||_2 <= radius``: ``|x_j - c_j| <= radius``
-    and ``||x - c||_1 <= sqrt(n)·radius`` (for solvers without second-order cones)."""
-    n = len(x)
-    rows.restrict(x, center - radius, center + radius)
-    s = rows.add_vars(np.zeros(n), np.full(n, radius))
-    rows.add_terms("le", [(x, 1.0), (s, -1.0)], center)
-    rows.add_terms("le", [(x, -1.0), (s, -1.0)], -center)
-    rows.add_sparse("le", [(sp.csr_matrix(np.ones((1, n))), s)], np.array([math.sqrt(n) * radius]))
-
-
 # ---- solvers ---------------------------------------------------------------------------------
 _TIME_OPTION = {"HIGHS": "time_limit", "CLARABEL": "time_limit", "SCS": "time_limit_secs",
                 "OSQP": "time_limit", "GUROBI": "TimeLimit", "CBC": "maximumSeconds", "COPT": "TimeLimit"}
@@ -204,7 +149,7 @@ def supports_cone(name: str, mip: bool) -> bool:
 
 def time_options(solver: str, seconds: float) -> dict:
     """Keyword arguments that give ``solver`` a wall-clock limit (empty if unknown)."""
-    seconds = max(float(seconds), 1e-3)
+    seconds = max(0.9 * float(seconds) - 0.1, 1e-2)  # solvers overshoot their limit a little
     if solver == "SCIPY":
         return {"scipy_options": {"time_limit": seconds}}
     key = _TIME_OPTION.get(solver)
@@ -365,7 +310,7 @@ def encode_region(graph: Graph, lower: np.ndarray, upper: np.ndarray, l2: tuple 
     bounds[g.input_name] = (lo_t.reshape(-1).numpy().copy(), hi_t.reshape(-1).numpy().copy())
     ball = None if l2 is None else (None, np.asarray(l2[0], np.float64).reshape(-1), float(l2[1]))
     before = _lp_tightener(solver, deadline, ball) if tighten else None
-    enc = encode_graph(g, bounds, exact, before)
+    enc = encode_graph(g, bounds, exact, SystemBuilder(), before)
     x = enc.index[g.input_name]
     cone = None
     if ball is not None:

@@ -31,6 +31,7 @@ from verifier.ops.nonlinear import MaxPool
 
 Bounds = tuple[np.ndarray, np.ndarray]  # flat (lower, upper), float64
 _CHUNK_ELEMENTS = 1 << 22  # identity-batch size cap when extracting a linear map
+WIDEN = 1e-8  # relative + absolute widening of float64 bounds before they become constraints
 
 
 def encodable(op: Op) -> bool:
@@ -63,6 +64,64 @@ def encode_node(rows, graph: Graph, node: Node, in_idx: list[np.ndarray], in_bou
         windows = pool_windows(op, graph.shape_of(node.inputs[0]))
         return encode_maxpool(rows, in_idx[0], *in_bounds[0], windows, exact)
     raise UnsupportedError(f"not encodable: op {node.op} at node {node.name}", path=graph.onnx_path)
+
+
+@dataclass
+class Encoding:
+    """A graph's system under construction: variable indices and bounds of every value."""
+
+    rows: object  # verifier.engines.lp_encode.SystemBuilder
+    index: dict[str, np.ndarray]
+    bounds: dict[str, Bounds]
+    exact: bool
+
+    def tighten(self, name: str, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Intersect the bounds of value ``name`` (flat arrays) with ``[lo, hi]``."""
+        old_lo, old_hi = self.bounds[name]
+        new_lo = np.maximum(old_lo, lo)
+        self.bounds[name] = (new_lo, np.maximum(np.minimum(old_hi, hi), new_lo))
+        self.rows.restrict(self.index[name], lo, hi)
+
+
+def numpy_bounds(bounds: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Bounds]:
+    """Batch-of-one torch bounds → flat float64 arrays, widened by :data:`WIDEN`."""
+    out = {}
+    for name, (lo, hi) in bounds.items():
+        lo = lo.detach().double().cpu().reshape(-1).numpy()
+        hi = hi.detach().double().cpu().reshape(-1).numpy()
+        out[name] = (lo - WIDEN * (1 + np.abs(lo)), hi + WIDEN * (1 + np.abs(hi)))
+    return out
+
+
+def encode_graph(graph: Graph, bounds: dict[str, Bounds], exact: bool, rows,
+                 before: Callable[[Encoding, Node], None] | None = None) -> Encoding:
+    """Encode every node of a float64 graph into ``rows`` (an empty
+    :class:`verifier.engines.lp_encode.SystemBuilder`); ``bounds`` hold flat bounds of every
+    value (the input's are the input box). ``before(encoding, node)`` runs before each
+    nonlinear node (e.g. to tighten the bounds of its input)."""
+    enc = Encoding(rows, {}, dict(bounds), exact)
+    enc.index[graph.input_name] = enc.rows.add_vars(*bounds[graph.input_name])
+    for node in graph.nodes:
+        missing = [i for i in node.inputs if i not in enc.index]
+        if missing:
+            raise UnsupportedError(f"not encodable: value {missing[0]} feeding node {node.name} has no "
+                                   "variables", path=graph.onnx_path)
+        if before is not None and not isinstance(graph.ops[node.name], Affine):
+            before(enc, node)
+        enc.index[node.name] = encode_node(enc.rows, graph, node, [enc.index[i] for i in node.inputs],
+                                           [enc.bounds[i] for i in node.inputs], enc.bounds[node.name], exact)
+    return enc
+
+
+def add_l2_outer(rows, x: np.ndarray, center: np.ndarray, radius: float) -> None:
+    """A polyhedron containing the ball ``||x - center||_2 <= radius``: ``|x_j - c_j| <= radius``
+    and ``||x - c||_1 <= sqrt(n)·radius`` (for solvers without second-order cones)."""
+    n = len(x)
+    rows.restrict(x, center - radius, center + radius)
+    s = rows.add_vars(np.zeros(n), np.full(n, radius))
+    rows.add_terms("le", [(x, 1.0), (s, -1.0)], center)
+    rows.add_terms("le", [(x, -1.0), (s, -1.0)], -center)
+    rows.add_sparse("le", [(sp.csr_matrix(np.ones((1, n))), s)], np.array([math.sqrt(n) * radius]))
 
 
 # ---- affine ops ------------------------------------------------------------------------------

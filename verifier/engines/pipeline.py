@@ -75,7 +75,7 @@ def _bound_cases(graph, prop, config, deadline, trail, progress):
         for st in stages:
             trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst()})
         if stages[-1].proven:
-            leaves.append(Leaf(i, stages[-1].method, stages[-1].worst()))
+            leaves.append(Leaf(i, stages[-1].method, stages[-1].worst(), multipliers=stages[-1].multipliers))
         else:
             open_cases.append(i)
     return open_cases, leaves
