@@ -130,3 +130,15 @@ def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
     assert ours.shape == ref.shape, f"shape {ours.shape} != reference shape {ref.shape}"
     scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
     return float(np.abs(ours - ref).max(initial=0.0)) / scale
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread():
+    """Run torch single-threaded, as the command line does by default: verification works on
+    many small tensors, where extra threads on a shared 2-core machine only add contention."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,13 +1,14 @@
 """Bad input gives a classified error: one line on stderr, exit code 3 (input error) or 4
 (unsupported), never a traceback; the Python API raises the matching ``VerifierError``.
 
-Every case is a file written into a temporary folder; the command-line runs are started
-together (they mostly wait for imports) and checked one test per case.
+Every case is a file written into a temporary folder. The command's entry point runs in this
+process for every case; a few cases also run the installed command as a separate process.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,17 +126,20 @@ def cases(tmp_path_factory) -> dict[str, Case]:
     return build_cases(tmp_path_factory.mktemp("bad_input"))
 
 
+SUBPROCESS_CASES = ["missing_model", "unsupported_erf", "external_data_parent", "malformed_vnnlib",
+                    "dynamic_non_batch_dim"]
+
+
 @pytest.fixture(scope="module")
 def cli_runs(cases: dict[str, Case]) -> dict[str, subprocess.CompletedProcess]:
-    """``verifier verify MODEL SPEC`` for every case, started together."""
-    procs = {name: subprocess.Popen([*verifier_command(), "verify", str(c.model), str(c.spec), "--timeout", "20",
-                                     "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, c in cases.items()}
-    out = {}
-    for name, p in procs.items():
-        stdout, stderr = p.communicate(timeout=300)
-        out[name] = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
-    return out
+    """``verifier verify MODEL SPEC`` as a real process for a few cases, three at a time."""
+    def run(name: str) -> subprocess.CompletedProcess:
+        c = cases[name]
+        return subprocess.run([*verifier_command(), "verify", str(c.model), str(c.spec), "--timeout", "20", "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(SUBPROCESS_CASES, pool.map(run, SUBPROCESS_CASES)))
 
 
 CASE_NAMES = [
@@ -147,20 +151,37 @@ CASE_NAMES = [
 
 def test_case_list_is_complete(cases: dict[str, Case]) -> None:
     assert sorted(cases) == sorted(CASE_NAMES)
+    assert set(SUBPROCESS_CASES) <= set(CASE_NAMES)
 
 
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_cli_reports_one_classified_line(name: str, cases: dict[str, Case], cli_runs) -> None:
-    case, run = cases[name], cli_runs[name]
-    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, run.stderr
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{run.stderr}"
-    assert run.returncode == case.exit_code, f"exit {run.returncode} != {case.exit_code}: {lines[0]}"
+def _check_report(case: Case, returncode: int, stdout: str, stderr: str) -> None:
+    assert "Traceback" not in stderr and "Traceback" not in stdout, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert returncode == case.exit_code, f"exit {returncode} != {case.exit_code}: {lines[0]}"
     kind = "unsupported" if case.exit_code == 4 else "input error"
     assert lines[0].startswith(f"verifier: {kind}: "), lines[0]
     for word in case.words:
         assert word.lower() in lines[0].lower(), f"'{word}' missing from: {lines[0]}"
-    assert run.stdout.strip() == "", f"no verdict may be printed: {run.stdout!r}"
+    assert stdout.strip() == "", f"no verdict may be printed: {stdout!r}"
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_cli_reports_one_classified_line(name: str, cases: dict[str, Case], capsys) -> None:
+    """``verifier.cli.main`` in this process (the command's own code path)."""
+    from verifier.cli import main
+
+    case = cases[name]
+    code = main(["verify", str(case.model), str(case.spec), "--timeout", "20", "--quiet"])
+    out = capsys.readouterr()
+    _check_report(case, code, out.out, out.err)
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_CASES)
+def test_cli_process_reports_one_classified_line(name: str, cases: dict[str, Case], cli_runs) -> None:
+    """The installed command as a separate process: exit status and stderr as a user sees them."""
+    run = cli_runs[name]
+    _check_report(cases[name], run.returncode, run.stdout, run.stderr)
 
 
 def _api_call(case: Case) -> None:

@@ -4,8 +4,9 @@ For each model (the shipped ones and a set of VNN-COMP benchmark nets) and a few
 boxes near real data points, the bounds of every output and of random rows ``C·y`` must contain
 onnxruntime's outputs at uniformly sampled points, random box corners and points found by a
 PGD attack that maximises / minimises each output and row. α-CROWN must be at least as tight as
-CROWN and CROWN at least as tight as IBP. Exactness on affine graphs, L2-ball regions and batch
-consistency are checked too.
+CROWN and CROWN at least as tight as IBP. Exactness on affine graphs, L2-ball regions, batch
+consistency and small hand-built graphs holding every kind of op (two-variable Mul/Div, Softmax,
+periodic activations, pooling, transposed convolution, residual Add) are checked too.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import torch
 from onnx import helper
 
 from conftest import MODELS_DIR, benchmark_path, ort_forward
+import verifier
 from verifier import api
-from verifier.api import compute_bounds
 from verifier.bounds.crown import intermediate_bounds, spec_bounds
 from verifier.bounds.linear import Region, concretize
 from verifier.config import BoundsConfig
@@ -49,7 +50,7 @@ BENCH_MODELS = {
     "oval21_cifar_base": ("oval21_2022", "onnx/cifar_base_kw.onnx", 1, 1000),
     "cifar10_resnet_2b": ("cifar10_resnet_2021", "onnx/resnet_2b.onnx", 1, 1000),
 }
-SLOW = {"oval21_cifar_base", "cifar10_resnet_2b"}
+SLOW = {"cifar10_resnet_2b"}  # alpha-CROWN on the ResNet takes 5-30 s on a loaded 2-core machine
 SHIPPED = {"digits_mlp": 0.03, "digits_cnn": 0.03, "digits_smooth": 0.05}  # name → L∞ radius
 SHIPPED_BOXES = {"digits_mlp": 2, "digits_cnn": 1, "digits_smooth": 2}
 
@@ -142,16 +143,18 @@ def _check_ordering(name: str, bounds: dict) -> None:
         assert np.all(ut <= ul + slack), f"{name}: {tight} upper bound looser than {loose}"
 
 
-def check_problem(name: str, prob: Problem, n_samples: int) -> None:
+def check_problem(name: str, prob: Problem, n_samples: int, ordering: bool = True) -> None:
+    """Containment of sampled / attacked outputs in every method's bounds, and (``ordering``)
+    α-CROWN ⊆ CROWN ⊆ IBP."""
     graph = prob.graph
     B = prob.lower.shape[0]
     gen = torch.Generator().manual_seed(3)
     C = torch.randn(3, graph.n_outputs, generator=gen)
     rows = torch.cat([torch.eye(graph.n_outputs), C])  # outputs and the random rows in one pass
-    bounds = {m: compute_bounds(graph, prob.lower, prob.upper, method=m, C=rows, config=FAST_ALPHA)
+    bounds = {m: verifier.compute_bounds(graph, prob.lower, prob.upper, method=m, C=rows, config=FAST_ALPHA)
               for m in METHODS}
     for m in ("ibp", "crown"):
-        lb, ub = compute_bounds(graph, prob.lower, prob.upper, method=m)
+        lb, ub = verifier.compute_bounds(graph, prob.lower, prob.upper, method=m)
         torch.testing.assert_close(lb, bounds[m][0][:, :graph.n_outputs], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ub, bounds[m][1][:, :graph.n_outputs], rtol=1e-5, atol=1e-5)
     for b in range(B):
@@ -162,7 +165,8 @@ def check_problem(name: str, prob: Problem, n_samples: int) -> None:
         per_box = {m: (lb[b].double().numpy(), ub[b].double().numpy()) for m, (lb, ub) in bounds.items()}
         for m, (lb, ub) in per_box.items():
             _assert_contains(name, f"box {b} {m}", lb, ub, values)
-        _check_ordering(f"{name} box {b}", per_box)
+        if ordering:
+            _check_ordering(f"{name} box {b}", per_box)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -200,10 +204,10 @@ def test_crown_is_exact_on_an_affine_graph(make_onnx) -> None:
     np.testing.assert_allclose(np.diag(at_max), true_max, atol=1e-4)
     lower, upper = torch.tensor(lo).reshape(1, 5).float(), torch.tensor(hi).reshape(1, 5).float()
     for method in ("crown", "alpha-crown"):
-        lb, ub = compute_bounds(graph, lower, upper, method=method)
+        lb, ub = verifier.compute_bounds(graph, lower, upper, method=method)
         np.testing.assert_allclose(lb[0].double().numpy(), true_min, atol=1e-4)
         np.testing.assert_allclose(ub[0].double().numpy(), true_max, atol=1e-4)
-    lb, ub = compute_bounds(graph, lower, upper, method="ibp")
+    lb, ub = verifier.compute_bounds(graph, lower, upper, method="ibp")
     assert np.all(lb[0].double().numpy() <= true_min + 1e-4) and np.all(ub[0].double().numpy() >= true_max - 1e-4)
 
 
@@ -270,10 +274,87 @@ def test_l2_region_bounds_contain_ball_samples(name: str) -> None:
 def test_batch_of_boxes_equals_one_at_a_time(name: str, method: str) -> None:
     prob = shipped_problem(name, n_boxes=3)
     C = torch.randn(4, prob.graph.n_outputs, generator=torch.Generator().manual_seed(5))
-    lb, ub = compute_bounds(prob.graph, prob.lower, prob.upper, method=method, C=C, config=FAST_ALPHA)
+    lb, ub = verifier.compute_bounds(prob.graph, prob.lower, prob.upper, method=method, C=C, config=FAST_ALPHA)
     assert lb.shape == ub.shape == (3, 4)
     for b in range(3):
-        lb1, ub1 = compute_bounds(prob.graph, prob.lower[b:b + 1], prob.upper[b:b + 1], method=method, C=C,
+        lb1, ub1 = verifier.compute_bounds(prob.graph, prob.lower[b:b + 1], prob.upper[b:b + 1], method=method, C=C,
                                   config=FAST_ALPHA)
         torch.testing.assert_close(lb[b:b + 1], lb1, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ub[b:b + 1], ub1, rtol=1e-5, atol=1e-5)
+
+
+# ---- hand-built graphs exercising every kind of op in one backward pass --------------------
+
+def _mixed_nonlinear_graph(make_onnx) -> Path:
+    """Two-variable Mul and Div, Softmax, S-shaped and periodic activations, Concat, Clip."""
+    rng = np.random.default_rng(1)
+    w = lambda *s: rng.normal(size=s).astype(np.float32)  # noqa: E731
+    n = helper.make_node
+    nodes = [n("Gemm", ["x", "W1", "b1"], ["g1"]), n("Sigmoid", ["g1"], ["a"]),
+             n("Gemm", ["x", "W2"], ["g2"]), n("Tanh", ["g2"], ["b"]),
+             n("Mul", ["a", "b"], ["m"]), n("Exp", ["b"], ["e"]), n("Add", ["e", "one"], ["e1"]),
+             n("Div", ["a", "e1"], ["q"]), n("Softmax", ["m"], ["s"]), n("Sin", ["g1"], ["sn"]),
+             n("Concat", ["s", "sn", "q"], ["c"], axis=1), n("Gemm", ["c", "W3", "b3"], ["g3"]),
+             n("LeakyRelu", ["g3"], ["l"], alpha=0.1), n("Clip", ["l", "lo", "hi"], ["cl"]),
+             n("Cos", ["cl"], ["co"]), n("Gemm", ["co", "W4"], ["y"])]
+    inits = {"W1": w(6, 8), "b1": w(8), "W2": w(6, 8), "one": np.float32(1.0), "W3": w(24, 5), "b3": w(5),
+             "lo": np.float32(-0.8), "hi": np.float32(1.2), "W4": w(5, 3)}
+    return make_onnx(nodes, [("x", (1, 6))], [("y", (1, 3))], inits, name="mixed")
+
+
+def _conv_family_graph(make_onnx) -> Path:
+    """Conv, MaxPool, ConvTranspose, BatchNorm, Pad, AveragePool, Transpose, residual Add, Sub."""
+    rng = np.random.default_rng(2)
+    w = lambda *s: (0.5 * rng.normal(size=s)).astype(np.float32)  # noqa: E731
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "K1", "c1"], ["h1"], pads=[1, 1, 1, 1]), n("Relu", ["h1"], ["r1"]),
+             n("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]),
+             n("ConvTranspose", ["p1", "K2"], ["t1"], strides=[2, 2], pads=[1, 1, 2, 2], output_padding=[1, 1]),
+             n("BatchNormalization", ["t1", "s", "bb", "mu", "var"], ["bn"]),
+             n("Add", ["bn", "h1"], ["res"]), n("Relu", ["res"], ["r2"]),
+             n("Pad", ["r2", "pads", "pv"], ["pd"]),
+             n("AveragePool", ["pd"], ["ap"], kernel_shape=[3, 3], strides=[2, 2]),
+             n("Transpose", ["ap"], ["tr"], perm=[0, 2, 3, 1]), n("Flatten", ["tr"], ["f"]),
+             n("Sub", ["f", "mean"], ["z"]), n("Gemm", ["z", "W"], ["y"])]
+    inits = {"K1": w(3, 2, 3, 3), "c1": w(3), "K2": w(3, 3, 3, 3), "s": w(3), "bb": w(3), "mu": w(3),
+             "var": np.abs(w(3)) + 0.5, "pads": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64),
+             "pv": np.float32(0.3), "mean": w(12), "W": w(12, 4)}
+    return make_onnx(nodes, [("x", (1, 2, 5, 5))], [("y", (1, 4))], inits, name="convs")
+
+
+def _hand_built_problem(builder, half_width: float, make_onnx) -> Problem:
+    path = builder(make_onnx)
+    graph = api.load_model(path)
+    gen = torch.Generator().manual_seed(int(100 * half_width))
+    c = torch.randn(2, *graph.input_shape, generator=gen)
+    return Problem(path, graph, c - half_width, c + half_width)
+
+
+@pytest.mark.parametrize("builder", [_mixed_nonlinear_graph, _conv_family_graph], ids=["mixed", "convs"])
+@pytest.mark.parametrize("half_width", [0.05, 0.5])
+def test_hand_built_graph_bounds_contain_samples(builder, half_width: float, make_onnx) -> None:
+    """Containment only; the ordering of the methods is checked below."""
+    prob = _hand_built_problem(builder, half_width, make_onnx)
+    check_problem(prob.path.stem, prob, 1000, ordering=False)
+
+
+@pytest.mark.parametrize("half_width", [0.05, 0.5])
+def test_hand_built_conv_graph_method_ordering(half_width: float, make_onnx) -> None:
+    prob = _hand_built_problem(_conv_family_graph, half_width, make_onnx)
+    bounds = {m: verifier.compute_bounds(prob.graph, prob.lower, prob.upper, method=m, config=FAST_ALPHA)
+              for m in METHODS}
+    for b in range(2):
+        _check_ordering(f"convs box {b}", {m: (lb[b].double().numpy(), ub[b].double().numpy())
+                                           for m, (lb, ub) in bounds.items()})
+
+
+@pytest.mark.xfail(strict=True, reason="BUG bounds/api.bounds_for_boxes: the final CROWN / alpha-CROWN bounds are "
+                   "not intersected with the IBP bounds computed in the same call, so method='crown' can be "
+                   "looser than method='ibp' (here on Sigmoid/Tanh/Mul/Div/Softmax/Sin/Clip/Cos)")
+def test_crown_never_looser_than_ibp_on_the_mixed_graph(make_onnx) -> None:
+    prob = _hand_built_problem(_mixed_nonlinear_graph, 0.05, make_onnx)
+    bounds = {m: verifier.compute_bounds(prob.graph, prob.lower, prob.upper, method=m, config=FAST_ALPHA)
+              for m in METHODS}
+    for b in range(2):
+        _check_ordering(f"mixed box {b}", {m: (lb[b].double().numpy(), ub[b].double().numpy())
+                                           for m, (lb, ub) in bounds.items()})

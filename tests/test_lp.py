@@ -35,8 +35,8 @@ F32 = np.float32
 def _mlp(path: Path, seed: int, sizes=(3, 4, 4, 2)):
     """ReLU MLP ``x (1, n_in)`` → logits; returns the path and the weights ``[(W (in, out), b)]``."""
     rng = np.random.default_rng(seed)
-    layers = [((rng.normal(size=(a, b)) / np.sqrt(a) * 1.5).astype(F32), (rng.normal(size=b) * 0.3).astype(F32))
-              for a, b in zip(sizes[:-1], sizes[1:])]
+    layers = [((rng.normal(size=(a, b)) / np.sqrt(a) * 1.5).astype(F32),
+               (rng.normal(size=b) * 0.3).astype(F32)) for a, b in zip(sizes[:-1], sizes[1:])]
     nodes, inits, cur = [], {}, "x"
     for i, (W, b) in enumerate(layers):
         inits[f"W{i}"], inits[f"b{i}"] = (W.T.copy(), b) if i == 0 else (W, b)
@@ -115,7 +115,8 @@ def _enumerated_min(layers, c: np.ndarray, lo, hi) -> float:
 def _case(lo, hi, C, d, l2=None) -> Case:
     region = InputRegion(np.asarray(lo, np.float64), np.asarray(hi, np.float64),
                          None if l2 is None else np.asarray(l2[0], np.float64), None if l2 is None else l2[1])
-    return Case(region, (Conjunction(np.atleast_2d(np.asarray(C, np.float64)), np.atleast_1d(np.asarray(d, np.float64))),))
+    conj = Conjunction(np.atleast_2d(np.asarray(C, np.float64)), np.atleast_1d(np.asarray(d, np.float64)))
+    return Case(region, (conj,))
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +137,8 @@ def _lp_vs_crown_and_samples(path: Path, seed: int, n_rows: int = 3, tighten: bo
     if tighten:
         from verifier.engines.lp import lp_spec_bounds
         full = (1, *graph.input_full_shape)
-        lb, ub = lp_spec_bounds(graph, lo_t.reshape(full), hi_t.reshape(full),
-                                torch.as_tensor(C, dtype=torch.float32)[None], time.monotonic() + 60, tighten=True)
+        lb, ub = lp_spec_bounds(graph, lo_t.reshape(full), hi_t.reshape(full), torch.as_tensor(C)[None],
+                                time.monotonic() + 60, tighten=True)
     else:
         lb, ub = api.compute_bounds(graph, lo_t, hi_t, method="lp", C=torch.as_tensor(C))
     g64 = graph.to(dtype=torch.float64)
@@ -274,10 +275,11 @@ def test_l2_ball_cases_are_sound(nets):
     c = np.array([1.0, 0.0])
     vals = ort_forward(path, inside) @ c
     exact_box = _enumerated_min(layers, c, lo.astype(np.float64), hi.astype(np.float64))
+    ball = (center, radius)
     for fn in (milp_case, lp_case):
-        proven = fn(graph, _case(lo, hi, c, exact_box - 1.0, (center, radius)), 0, runner, time.monotonic() + 30)
+        proven = fn(graph, _case(lo, hi, c, exact_box - 1.0, ball), 0, runner, time.monotonic() + 30)
         assert proven.status == "unsat", proven.reason
-        hit = fn(graph, _case(lo, hi, c, vals.min() + 0.05, (center, radius)), 0, runner, time.monotonic() + 30)
+        hit = fn(graph, _case(lo, hi, c, vals.min() + 0.05, ball), 0, runner, time.monotonic() + 30)
         assert hit.status != "unsat"
         if hit.status == "sat":
             assert np.linalg.norm(hit.counterexample.x.reshape(-1) - center) <= radius
@@ -311,3 +313,82 @@ def test_solver_choice_and_deadline(nets):
     prop = Property((case,), graph.n_inputs, graph.n_outputs)
     result = run_lp_method(graph, prop, VerifyConfig(), runner, time.monotonic() - 1.0, method="milp")
     assert result.status is Status.TIMEOUT
+
+
+# ---- published verdicts ------------------------------------------------------------------------
+def _truth(family: str) -> dict[tuple[str, str], str]:
+    path = benchmark_path("ground_truth", f"{family}.csv")
+    with open(path, newline="") as f:
+        return {(r["onnx"], r["vnnlib"]): r["final_ground_truth"] for r in csv.DictReader(f)}
+
+
+def _milp_verdict(family: str, onnx_file: str, vnnlib_file: str, timeout: float):
+    """``run_lp_method(method="milp")`` on one instance; a counterexample is re-checked here
+    with onnxruntime against the parsed property."""
+    model_path = benchmark_path(family, onnx_file)
+    graph = api.load_model(model_path)
+    prop = api.load_property(benchmark_path(family, vnnlib_file), graph)
+    result = run_lp_method(graph, prop, VerifyConfig(), OnnxRunner(graph), time.monotonic() + timeout,
+                           method="milp")
+    if result.status is Status.FALSIFIED:
+        x = result.counterexample.x.reshape(1, -1)
+        y = ort_forward(model_path, x)[0]
+        assert prop.violated_by(x[0].astype(np.float64), y) is not None
+    if result.status is Status.VERIFIED:
+        assert result.certificate.kind == "sound" and result.certificate.method == "milp"
+    return result
+
+
+_WORD = {Status.VERIFIED: "unsat", Status.FALSIFIED: "sat"}
+
+TEST_2022 = [("test_nano.onnx", "test_nano.vnnlib"), ("test_tiny.onnx", "test_tiny.vnnlib"),
+             ("test_small.onnx", "test_small.vnnlib"), ("test_sat.onnx", "test_prop.vnnlib"),
+             ("test_unsat.onnx", "test_prop.vnnlib")]
+
+# Instances whose MILP finishes in about a second or two here (ground truth in brackets
+# only for the reader; the test reads it from the csv).
+ACAS = [("onnx/ACASXU_run2a_4_8_batch_2000.onnx", "vnnlib/prop_3.vnnlib"),   # unsat
+        ("onnx/ACASXU_run2a_5_7_batch_2000.onnx", "vnnlib/prop_4.vnnlib"),   # unsat
+        ("onnx/ACASXU_run2a_1_7_batch_2000.onnx", "vnnlib/prop_4.vnnlib"),   # sat
+        ("onnx/ACASXU_run2a_1_8_batch_2000.onnx", "vnnlib/prop_3.vnnlib")]   # sat
+RL = [("onnx/cartpole.onnx", "vnnlib/cartpole_case_unsafe_0.vnnlib"),              # unsat
+      ("onnx/cartpole.onnx", "vnnlib/cartpole_case_safe_99.vnnlib"),               # sat
+      ("onnx/lunarlander.onnx", "vnnlib/lunarlander_case_safe_52.vnnlib"),         # unsat
+      ("onnx/lunarlander.onnx", "vnnlib/lunarlander_case_unsafe_95.vnnlib")]       # sat
+REACH_SLOW = [("onnx/gcas.onnx", "vnnlib/gcas_3.vnnlib")]                      # unsat, ~10-20 s
+REACH_SAT = [("onnx/vdp.onnx", "vnnlib/vdp_6.vnnlib"), ("onnx/robot.onnx", "vnnlib/robot_2.vnnlib"),
+             ("onnx/gcas.onnx", "vnnlib/gcas_1.vnnlib")]
+
+
+@pytest.mark.parametrize("files", TEST_2022, ids=lambda f: f[0])
+def test_milp_agrees_on_test_2022(files):
+    truth = _truth("test_2022")[files]
+    assert _WORD.get(_milp_verdict("test_2022", *files, timeout=60).status) == truth
+
+
+SAMPLE = [("acasxu", f) for f in ACAS] + [("rl_benchmarks_2022", f) for f in RL]
+
+
+@pytest.mark.parametrize("family,files", SAMPLE,
+                         ids=lambda v: v if isinstance(v, str) else v[1].split("/")[-1])
+def test_milp_agrees_on_benchmark_sample(family, files):
+    truth = _truth(family)[files]
+    assert truth in ("sat", "unsat")
+    result = _milp_verdict(family, *files, timeout=60)
+    assert _WORD.get(result.status) == truth, result.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("files", REACH_SLOW, ids=lambda f: f[1].split("/")[-1])
+def test_milp_agrees_on_reach_prob_density(files):
+    truth = _truth("reach_prob_density_2022")[files]
+    result = _milp_verdict("reach_prob_density_2022", *files, timeout=120)
+    assert _WORD.get(result.status) == truth, result.reason
+
+
+@pytest.mark.parametrize("files", REACH_SAT, ids=lambda f: f[1].split("/")[-1])
+def test_milp_never_proves_a_sat_instance(files):
+    """On instances with a published valid witness, a short MILP ends sat or unknown/timeout."""
+    assert _truth("reach_prob_density_2022")[files] == "sat"
+    result = _milp_verdict("reach_prob_density_2022", *files, timeout=3)
+    assert result.status is not Status.VERIFIED

@@ -41,6 +41,8 @@ def register_verify(sub) -> None:
     p.add_argument("spec", help="VNN-LIB property file")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--result-file", help="write the VNN-COMP result file (witness after sat)")
+    p.add_argument("--report", metavar="FILE", help="write a JSON safety report (+ FILE's .npz sidecar); "
+                   "check it with `verifier check FILE`")
     p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown"],
                    help="strongest bound method before branching (default alpha-crown)")
     p.add_argument("--bab", default="auto", choices=["auto", "input", "relu"],
@@ -58,11 +60,18 @@ def run_verify(args) -> int:
     model = api.load_model(args.model)
     prop = api.load_property(args.spec, model)
     remaining = max(0.1, args.timeout - (time.monotonic() - args.started))  # start-up counts
-    result = api.verify(model, prop, config=_config(args, remaining), progress=progress)
+    config = _config(args, remaining)
+    started = time.time() - (time.monotonic() - args.started)
+    result = api.verify(model, prop, config=config, progress=progress)
+    finished = time.time()
     print(result.verdict)
     print(_summary(result), file=sys.stderr if args.quiet else sys.stdout)
     if args.result_file:
         write_atomic(args.result_file, vnncomp_text(result))
+    if args.report:
+        from verifier.evidence.report import write_verify_report
+
+        write_verify_report(args.report, result, args.model, args.spec, config, model, prop, started, finished)
     return 0
 
 
@@ -141,4 +150,7 @@ def register_bench(sub) -> None:
 
 from verifier.cli_certify import register_certify  # noqa: E402  (imports only verifier.errors)
 
-REGISTRARS = [register_verify, register_bounds, register_info, register_bench, register_certify]
+from verifier.cli_evidence import register_check, register_report  # noqa: E402
+
+REGISTRARS = [register_verify, register_bounds, register_info, register_bench, register_certify,
+              register_check, register_report]

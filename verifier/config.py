@@ -13,6 +13,8 @@ class AttackConfig:
     rounds: int = 2             # rounds of restarts (new random starts each round)
     step_fraction: float = 0.25  # first step size as a fraction of the region's half-width
     confirm_top: int = 8        # best candidates re-run with onnxruntime
+    samples: int = 262_144      # uniform samples that seed PGD on low-dimensional inputs
+    sample_max_dim: int = 16    # ... inputs up to this many dimensions
 
 
 @dataclass(frozen=True)

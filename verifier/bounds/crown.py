@@ -34,16 +34,18 @@ def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_
                         fixed: dict[str, Box] | None = None) -> dict[str, Box]:
     """Bounds of every value: interval bounds, tightened by CROWN at nonlinear inputs.
 
-    ``fixed`` holds bounds to intersect in (e.g. from branching); shapes ``(B, *shape)``.
+    ``fixed`` holds known valid bounds to intersect in before tightening (e.g. a parent
+    domain's bounds, or split constraints); shapes ``(B, *shape)``. Neurons they already make
+    stable need no CROWN pass.
     """
     needs = nonlinear_inputs(graph) if use_crown else {}
     bounds: dict[str, Box] = {graph.input_name: (region.lower, region.upper)}
     for node in graph.nodes:
         lo, hi = graph.ops[node.name].interval(*[bounds[i] for i in node.inputs])
-        if node.name in needs and isinstance(graph.ops[node.name], Affine):
-            lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config)
         if fixed and node.name in fixed:
             lo, hi = torch.maximum(lo, fixed[node.name][0]), torch.minimum(hi, fixed[node.name][1])
+        if node.name in needs and isinstance(graph.ops[node.name], Affine):
+            lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config)
         bounds[node.name] = (lo, hi)
     return bounds
 

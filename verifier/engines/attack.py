@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 
 from verifier.config import AttackConfig
@@ -13,6 +12,8 @@ from verifier.engines.onnx_runner import OnnxRunner
 from verifier.ir.graph import Graph
 from verifier.result import Counterexample
 from verifier.spec.property import Case, InputRegion
+
+SAMPLE_CHUNK = 65536
 
 
 def attack_case(graph: Graph, case: Case, case_index: int, runner: OnnxRunner, config: AttackConfig,
@@ -27,6 +28,8 @@ def attack_case(graph: Graph, case: Case, case_index: int, runner: OnnxRunner, c
         if time.monotonic() >= deadline:
             break
         x0 = _starts(lower, upper, config.restarts, generator, with_center=round_index == 0)
+        if round_index == 0 and lower.numel() <= config.sample_max_dim and config.samples:
+            x0 = torch.cat([x0[:1], _best_samples(graph, unsafe, lower, upper, config, generator)])
         x, m = _pgd(graph, unsafe, case.region, x0, lower, upper, config, deadline)
         best_x = x if best_x is None else torch.cat([best_x, x])
         best_m = m if best_m is None else torch.cat([best_m, m])
@@ -45,6 +48,20 @@ def _starts(lower, upper, n: int, generator, with_center: bool) -> torch.Tensor:
     if with_center:
         x[0] = (lower + upper) / 2
     return x
+
+
+def _best_samples(graph, unsafe: UnsafeSet, lower, upper, config: AttackConfig, generator) -> torch.Tensor:
+    """The ``restarts - 1`` lowest-margin points among ``config.samples`` uniform samples."""
+    best_x, best_m = None, None
+    with torch.no_grad():
+        for start in range(0, config.samples, SAMPLE_CHUNK):
+            x = _starts(lower, upper, min(SAMPLE_CHUNK, config.samples - start), generator, with_center=False)
+            m = unsafe.margins(graph.forward_flat(x))
+            best_x = x if best_x is None else torch.cat([best_x, x])
+            best_m = m if best_m is None else torch.cat([best_m, m])
+            keep = torch.argsort(best_m)[: config.restarts - 1]
+            best_x, best_m = best_x[keep], best_m[keep]
+    return best_x
 
 
 def _project(x, region: InputRegion, lower, upper):
@@ -86,9 +103,3 @@ def attack(graph: Graph, cases, runner: OnnxRunner, config: AttackConfig, deadli
         if found is not None:
             return found
     return None
-
-
-def random_candidates(case: Case, n: int, seed: int) -> np.ndarray:
-    """``n`` uniform samples of a case's box, flat ``(n, n_inputs)`` float64."""
-    rng = np.random.default_rng(seed)
-    return rng.uniform(case.region.lower, case.region.upper, size=(n, case.region.n_inputs))

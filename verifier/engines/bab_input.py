@@ -1,9 +1,10 @@
 """Input-split branch and bound for low-dimensional inputs.
 
-Sub-boxes are bounded as one batch (CROWN, α-CROWN on small batches), split along the input
-with the largest ``|coefficient| × width`` in the linear bound of the weakest disjunct, and
-probed with cheap candidates (the vertex minimising the linear bound, the centre) whose
-violations onnxruntime must confirm.
+Sub-boxes are bounded as one batch by CROWN (each child starting from its parent's
+intermediate bounds, which stay valid on a sub-box), split by strong branching (the halves
+along every input dimension are bounded and the split whose weaker half scores best is kept)
+or by the largest ``|coefficient| × width`` of the linear bound, and probed with cheap
+candidates (the vertex minimising the linear bound, the centre) that onnxruntime must confirm.
 """
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ from dataclasses import dataclass, field
 
 import torch
 
+from verifier.bounds.crown import alpha_spec_bounds, intermediate_bounds, nonlinear_inputs, spec_bounds
 from verifier.bounds.forward import forward_bounds
-from verifier.bounds.crown import alpha_spec_bounds, intermediate_bounds, spec_bounds
 from verifier.bounds.linear import Region, Trace
-from verifier.config import VerifyConfig
+from verifier.config import AttackConfig, VerifyConfig
+from verifier.engines.attack import _pgd
 from verifier.engines.confirm import UnsafeSet, confirm
 from verifier.engines.rows import RowSpec
 from verifier.ir.graph import Graph
 from verifier.result import Counterexample, Leaf
 from verifier.spec.property import Case
+
+
+PROBE_ATTACK = AttackConfig(steps=10, step_fraction=0.5)
 
 
 @dataclass
@@ -39,99 +44,88 @@ class SplitOutcome:
 
 
 @dataclass
-class _Store:
-    """Open domains: boxes ``(D, n)``, their weakest score and chosen split dimension."""
+class _Domains:
+    """A batch of sub-boxes ``(D, n)`` with their scores, split dimensions and intermediate
+    bounds (value name → (lo, hi) ``(D, *shape)``)."""
 
     lower: torch.Tensor
     upper: torch.Tensor
     score: torch.Tensor
     split_dim: torch.Tensor
+    inter: dict
 
     def __len__(self) -> int:
         return self.lower.shape[0]
 
-    def pop(self, k: int):
-        order = torch.argsort(self.score)
-        take, keep = order[:k], order[k:]
-        out = (self.lower[take], self.upper[take], self.split_dim[take])
-        self.lower, self.upper = self.lower[keep], self.upper[keep]
-        self.score, self.split_dim = self.score[keep], self.split_dim[keep]
-        return out
+    def select(self, idx: torch.Tensor) -> "_Domains":
+        return _Domains(self.lower[idx], self.upper[idx], self.score[idx], self.split_dim[idx],
+                        {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()})
 
-    def push(self, lower, upper, score, split_dim) -> None:
-        self.lower = torch.cat([self.lower, lower])
-        self.upper = torch.cat([self.upper, upper])
-        self.score = torch.cat([self.score, score])
-        self.split_dim = torch.cat([self.split_dim, split_dim])
+    def extend(self, other: "_Domains") -> "_Domains":
+        cat = torch.cat
+        return _Domains(cat([self.lower, other.lower]), cat([self.upper, other.upper]),
+                        cat([self.score, other.score]), cat([self.split_dim, other.split_dim]),
+                        {n: (cat([lo, other.inter[n][0]]), cat([hi, other.inter[n][1]]))
+                         for n, (lo, hi) in self.inter.items()})
+
+
+@dataclass
+class _Search:
+    """The fixed parts of one case's search."""
+
+    graph: Graph
+    rows: RowSpec
+    unsafe: UnsafeSet
+    case: Case
+    case_index: int
+    runner: object
+    config: VerifyConfig
+    out: SplitOutcome
 
 
 def input_split(graph: Graph, case: Case, case_index: int, runner, config: VerifyConfig,
                 deadline: float, progress) -> SplitOutcome:
     """Branch and bound over sub-boxes of the case's region until proven, falsified or out of time."""
-    rows = RowSpec.of(case, graph.n_outputs, graph.dtype, graph.device)
-    unsafe = UnsafeSet(case, graph.n_outputs, graph.dtype, graph.device)
+    out = SplitOutcome(case_index=case_index)
+    s = _Search(graph, RowSpec.of(case, graph.n_outputs, graph.dtype, graph.device),
+                UnsafeSet(case, graph.n_outputs, graph.dtype, graph.device), case, case_index, runner, config, out)
     kw = dict(dtype=graph.dtype, device=graph.device)
     lo = torch.as_tensor(case.region.lower, **kw).unsqueeze(0)
     hi = torch.as_tensor(case.region.upper, **kw).unsqueeze(0)
-    out = SplitOutcome(case_index=case_index)
-    score, dims, cex = _bound_and_probe(graph, rows, unsafe, lo, hi, case, case_index, runner, config, out)
-    if cex is not None:
-        out.counterexample = cex
-        return out
-    store = _Store(lo[:0], hi[:0], score[:0], dims[:0])
-    _file(store, lo, hi, score, dims, config.proof_margin, out)
-    last_report = time.monotonic()
-    while len(store) and time.monotonic() < deadline:
+    batch, cex = _bound_and_probe(s, lo, hi, None)
+    store = batch.select(torch.zeros(0, dtype=torch.long, device=graph.device))
+    last = time.monotonic()
+    while cex is None:
+        store = _file(s, store, batch)
+        if not len(store) or time.monotonic() >= deadline:
+            break
         if len(store) > config.bab.max_domains:
             out.reason = f"domain store reached its cap of {config.bab.max_domains} sub-domains"
             break
-        plo, phi, pdim = store.pop(max(1, config.bab.batch // (2 * _width(graph, config))))
-        if _width(graph, config) > 1:
-            clo, chi, score, dims, cex = _strong_split(graph, rows, unsafe, plo, phi, case, case_index,
-                                                       runner, config, out)
-        else:
-            clo, chi = _split(plo, phi, pdim)
-            score, dims, cex = _bound_and_probe(graph, rows, unsafe, clo, chi, case, case_index, runner,
-                                                config, out)
-        if cex is not None:
-            out.counterexample = cex
-            return out
-        _file(store, clo, chi, score, dims, config.proof_margin, out)
-        if time.monotonic() - last_report > 2.0:
-            last_report = time.monotonic()
-            progress(f"input split: {len(store)} open, {out.domains_bounded} bounded, "
+        order = torch.argsort(store.score)
+        width = graph.n_inputs if config.bab.input_branching == "strong" else 1
+        k = max(1, config.bab.batch // (2 * width))
+        parents, store = store.select(order[:k]), store.select(order[k:])
+        batch, cex = _strong_split(s, parents) if width > 1 else _smear_split(s, parents)
+        if time.monotonic() - last > 2.0:
+            last = time.monotonic()
+            progress(f"input split: {len(store) + len(batch)} open, {out.domains_bounded} bounded, "
                      f"worst bound {float(store.score.min()) if len(store) else 0.0:.4g}")
+    out.counterexample = cex
+    return _finish(out, store)
+
+
+def _finish(out: SplitOutcome, store: _Domains) -> SplitOutcome:
     out.open_domains = len(store)
-    out.proven = len(store) == 0 and not out.reason
     out.best_bound = float(store.score.min()) if len(store) else 0.0
-    if not out.proven and not out.reason:
+    out.proven = out.counterexample is None and len(store) == 0 and not out.reason
+    if not out.proven and not out.reason and out.counterexample is None:
         out.reason = f"time limit with {len(store)} open sub-domains (worst bound {out.best_bound:.4g})"
     return out
 
 
-def _width(graph: Graph, config: VerifyConfig) -> int:
-    """How many split dimensions are tried per domain (all of them for strong branching)."""
-    return graph.n_inputs if config.bab.input_branching == "strong" else 1
-
-
-def _strong_split(graph, rows, unsafe, lo, hi, case, case_index, runner, config, out):
-    """Bound the two halves along every input dimension; keep, per domain, the split whose
-    weaker half scores best. Returns the kept children (already bounded)."""
-    D, n = lo.shape
-    dims = torch.arange(n, device=lo.device).repeat(D)
-    clo, chi = _split(lo.repeat_interleave(n, 0), hi.repeat_interleave(n, 0), dims)
-    score, cdims, cex = _bound_and_probe(graph, rows, unsafe, clo, chi, case, case_index, runner, config, out)
-    if cex is not None:
-        return clo, chi, score, cdims, cex
-    half = D * n
-    worse = torch.minimum(score[:half], score[half:]).reshape(D, n)
-    best = worse.argmax(dim=1) + torch.arange(D, device=lo.device) * n
-    keep = torch.cat([best, best + half])
-    return clo[keep], chi[keep], score[keep], cdims[keep], None
-
-
-def _split(lower, upper, dims):
-    """Halve each box along its chosen dimension: ``(D, n)`` → ``(2D, n)``."""
+def _halves(lower, upper, dims):
+    """Halve each box along its dimension: ``(D, n)`` → ``(2D, n)`` (all left halves first)."""
     idx = torch.arange(lower.shape[0], device=lower.device)
     mid = (lower[idx, dims] + upper[idx, dims]) / 2
     left_hi, right_lo = upper.clone(), lower.clone()
@@ -140,53 +134,96 @@ def _split(lower, upper, dims):
     return torch.cat([lower, right_lo]), torch.cat([left_hi, upper])
 
 
-def _file(store: _Store, lo, hi, score, dims, margin: float, out: SplitOutcome) -> None:
-    closed = score > margin
+def _inherit(inter: dict, repeats: int) -> dict:
+    return {n: (lo.repeat(repeats, *([1] * (lo.dim() - 1))), hi.repeat(repeats, *([1] * (hi.dim() - 1))))
+            for n, (lo, hi) in inter.items()}
+
+
+def _smear_split(s: _Search, parents: _Domains):
+    lo, hi = _halves(parents.lower, parents.upper, parents.split_dim)
+    return _bound_and_probe(s, lo, hi, _inherit(parents.inter, 2))
+
+
+def _strong_split(s: _Search, parents: _Domains):
+    """Bound the halves along every dimension; keep, per parent, the split whose weaker half
+    scores best (those children come back already bounded)."""
+    D, n = parents.lower.shape
+    dims = torch.arange(n, device=parents.lower.device).repeat(D)
+    lo, hi = _halves(parents.lower.repeat_interleave(n, 0), parents.upper.repeat_interleave(n, 0), dims)
+    inter = {k: (a.repeat_interleave(n, 0), b.repeat_interleave(n, 0)) for k, (a, b) in parents.inter.items()}
+    batch, cex = _bound_and_probe(s, lo, hi, _inherit(inter, 2))
+    if cex is not None:
+        return batch, cex
+    half = D * n
+    worse = torch.minimum(batch.score[:half], batch.score[half:]).reshape(D, n)
+    best = worse.argmax(dim=1) + torch.arange(D, device=lo.device) * n
+    return batch.select(torch.cat([best, best + half])), None
+
+
+def _file(s: _Search, store: _Domains, batch: _Domains) -> _Domains:
+    """Closed domains become leaves; the rest join the store."""
+    closed = batch.score > s.config.proof_margin
     if bool(closed.any()):
-        for l, h, b in zip(lo[closed].double().cpu().numpy(), hi[closed].double().cpu().numpy(),
-                           score[closed].double().cpu().tolist()):
-            out.leaves.append(Leaf(out.case_index, "bab-input/crown", b, l, h))
-    keep = ~closed
-    store.push(lo[keep], hi[keep], score[keep], dims[keep])
+        los, his = batch.lower[closed].double().cpu().numpy(), batch.upper[closed].double().cpu().numpy()
+        for lo, hi, b in zip(los, his, batch.score[closed].double().cpu().tolist()):
+            s.out.leaves.append(Leaf(s.case_index, "bab-input/crown", b, lo, hi))
+    return store.extend(batch.select(torch.nonzero(~closed).flatten()))
 
 
-def _bound_and_probe(graph, rows: RowSpec, unsafe, lo, hi, case, case_index, runner, config, out):
-    """Bound a batch of boxes; returns (weakest score, split dimension, counterexample or None)."""
+def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inter: dict | None):
+    """Bound a batch of boxes ``(D, n)``; returns the bounded domains and a counterexample or None."""
+    g, cfg = s.graph, s.config
     B = lo.shape[0]
-    full = (B, *graph.input_full_shape)
+    full = (B, *g.input_full_shape)
     region = Region(lo.reshape(full), hi.reshape(full))
     trace = Trace()
     with torch.no_grad():
-        if config.bab.intermediate == "forward":
-            bounds = forward_bounds(graph, region)
+        if cfg.bab.intermediate == "forward":
+            bounds = forward_bounds(g, region)
         else:
-            bounds = intermediate_bounds(graph, region, config.bounds)
-        lb = spec_bounds(graph, rows.batch_C(B), bounds, region, trace=trace)
-    score = rows.worst(lb)
-    if config.bab.input_alpha_iterations and bool((score <= config.proof_margin).any()):
-        cfg = dataclasses.replace(config.bounds, alpha_iterations=config.bab.input_alpha_iterations)
-        lb = alpha_spec_bounds(graph, rows.batch_C(B), bounds, region, cfg, time.monotonic() + 5.0,
-                               start=lb, done=lambda b: bool((rows.worst(b) > config.proof_margin).all()))
-        score = rows.worst(lb)
-    out.domains_bounded += B
-    A = trace.A_x.reshape(B, lb.shape[1], -1)
-    worst = rows.worst_row(lb)
-    a = A[torch.arange(B), worst]
+            bounds = intermediate_bounds(g, region, cfg.bounds, fixed=parent_inter)
+        lb = spec_bounds(g, s.rows.batch_C(B), bounds, region, trace=trace)
+    score = s.rows.worst(lb)
+    if cfg.bab.input_alpha_iterations and bool((score <= cfg.proof_margin).any()):
+        acfg = dataclasses.replace(cfg.bounds, alpha_iterations=cfg.bab.input_alpha_iterations)
+        lb = alpha_spec_bounds(g, s.rows.batch_C(B), bounds, region, acfg, time.monotonic() + 5.0,
+                               done=lambda b: bool((s.rows.worst(b) > cfg.proof_margin).all()))
+        score = torch.maximum(score, s.rows.worst(lb))
+    s.out.domains_bounded += B
+    a = trace.A_x.reshape(B, lb.shape[1], -1)[torch.arange(B), s.rows.worst_row(lb)]
     dims = (a.abs() * (hi - lo)).argmax(dim=1)
-    cex = _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, config.proof_margin)
-    return score, dims, cex
+    inter = {n: bounds[n] for n in nonlinear_inputs(g)}
+    cex = _probe(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin)
+    return _Domains(lo, hi, score, dims, inter), cex
+
+
+PGD_BOXES = 16  # most promising open boxes searched by a short PGD run per batch
+PROBE_SAMPLES = 8  # uniform samples evaluated in every open box
+
+
+def _probe_rng(like: torch.Tensor) -> torch.Generator:
+    """A generator seeded from the boxes themselves: probes are reproducible run to run."""
+    return torch.Generator().manual_seed(int(like.shape[0] * 7919 + float(like.sum()) * 1e6) % (2**31))
 
 
 def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin):
-    """Evaluate each open box's centre and the vertex minimising the linear bound."""
+    """Evaluate each open box's centre and the vertex minimising the linear bound, then run a
+    short PGD inside the most promising boxes from their vertices."""
     open_ = score <= margin
     if not bool(open_.any()):
         return None
-    lo, hi, a = lo[open_], hi[open_], a[open_]
+    lo, hi, a, sc = lo[open_], hi[open_], a[open_], score[open_]
     vertex = torch.where(a > 0, lo, hi)
-    cand = torch.cat([vertex, (lo + hi) / 2])
+    u = torch.rand(PROBE_SAMPLES * lo.shape[0], lo.shape[1], generator=_probe_rng(lo), dtype=lo.dtype)
+    uniform = lo.repeat(PROBE_SAMPLES, 1) + u.to(lo.device) * (hi - lo).repeat(PROBE_SAMPLES, 1)
+    cand = torch.cat([vertex, (lo + hi) / 2, uniform])
     with torch.no_grad():
         m = unsafe.margins(graph.forward_flat(cand))
+    n_open = vertex.shape[0]
+    concrete = m.reshape(PROBE_SAMPLES + 2, n_open).amin(dim=0)  # best evaluated margin per box
+    top = torch.argsort(concrete)[:PGD_BOXES]
+    x, mp = _pgd(graph, unsafe, case.region, vertex[top], lo[top], hi[top], PROBE_ATTACK, time.monotonic() + 1.0)
+    cand, m = torch.cat([cand, x]), torch.cat([m, mp])
     bad = torch.nonzero(m <= 1e-6).flatten()[:8]
     if bad.numel() == 0:
         return None

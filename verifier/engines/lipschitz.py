@@ -282,6 +282,12 @@ def _tighten(graph: Graph, name: str, lo, hi, bounds, region: Region, relu_only:
     rows = torch.nn.functional.one_hot(idx, flat_lo.shape[1]).to(lo.dtype)
     A0 = torch.cat([rows, -rows], dim=1).reshape(B, 2 * R, *lo.shape[1:])
     both = backward_bound(graph, name, A0, bounds, region)
+    import os
+    if os.environ.get("TIGHT3"):
+        for fill in (0.0, 1.0):
+            alphas = {n.name: torch.full((B, 2 * R, *n.out_shape), fill, dtype=lo.dtype)
+                      for n in graph.nodes if isinstance(graph.ops[n.name], Activation) and graph.ops[n.name].alpha_shape_ok()}
+            both = torch.maximum(both, backward_bound(graph, name, A0, bounds, region, alphas))
     inf = torch.full_like(both[:, :R], math.inf)
     new_lo = flat_lo.scatter_reduce(1, idx, torch.where(valid, both[:, :R], -inf), reduce="amax")
     new_hi = flat_hi.scatter_reduce(1, idx, torch.where(valid, -both[:, R:], inf), reduce="amin")

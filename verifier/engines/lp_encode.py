@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import cvxpy as cp
 import numpy as np
@@ -21,9 +20,8 @@ import scipy.sparse as sp
 import torch
 
 from verifier.engines.lp_ops import Encoding, add_l2_outer, encode_graph, numpy_bounds
-from verifier.errors import InputError, UnsupportedError
+from verifier.errors import InputError
 from verifier.ir.graph import Graph, Node
-from verifier.ops.base import Affine
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,8 @@ def check_solver(name: str, mip: bool) -> str:
     cls = _solver_class(key)
     if mip and not getattr(cls, "MIP_CAPABLE", False):
         capable = [s for s in installed if getattr(_solver_class(s), "MIP_CAPABLE", False)]
-        raise InputError(f"solver {key} cannot solve mixed-integer programs (use one of: {', '.join(capable)})")
+        raise InputError(f"solver {key} cannot solve mixed-integer programs "
+                         f"(use one of: {', '.join(capable)})")
     return key
 
 
@@ -216,8 +215,60 @@ class LinearModel:
         if self.d is not None:
             values[self.ints] = self.d.value
         le, eq = self.constraints
-        dual = lambda c: None if c is None or c.dual_value is None else np.asarray(c.dual_value).reshape(-1)  # noqa: E731
-        return Solution(status, float(self.problem.value), values, dual(le), dual(eq))
+        return Solution(status, float(self.problem.value), values, _dual(le), _dual(eq))
+
+
+class HighsLP:
+    """Many LPs over one :class:`System` (integrality dropped) that differ only in their cost,
+    solved by HiGHS directly: each solve restarts from the previous optimal basis. Multipliers
+    follow :class:`LinearModel`'s convention (``le_dual >= 0``)."""
+
+    def __init__(self, system: System):
+        import highspy
+
+        self.h, self.system = highspy.Highs(), system
+        self.h.setOptionValue("output_flag", False)
+        self.h.setOptionValue("simplex_strategy", 4)  # primal simplex: a new cost keeps the basis feasible
+        inf = highspy.kHighsInf
+        A = sp.vstack([system.A_eq, system.A_le]).tocsc()
+        self.m_eq = system.A_eq.shape[0]
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = system.n, A.shape[0]
+        lp.col_cost_ = np.zeros(system.n)
+        lp.col_lower_ = np.where(np.isfinite(system.lb), system.lb, -inf)
+        lp.col_upper_ = np.where(np.isfinite(system.ub), system.ub, inf)
+        lp.row_lower_ = np.concatenate([system.b_eq, np.full(system.A_le.shape[0], -inf)])
+        lp.row_upper_ = np.concatenate([system.b_eq, system.b_le])
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+        self.h.passModel(lp)
+        self.cols = np.arange(system.n, dtype=np.int32)
+
+    def solve(self, cost: np.ndarray, seconds: float) -> Solution:
+        """Minimise ``cost · v`` within ``seconds``."""
+        self.h.changeColsCost(self.system.n, self.cols, np.asarray(cost, np.float64))
+        self.h.setOptionValue("time_limit", max(0.9 * float(seconds) - 0.1, 1e-2))
+        self.h.run()
+        name = self.h.getModelStatus().name
+        status = {"kOptimal": "optimal", "kInfeasible": "infeasible"}.get(name, name)
+        if status != "optimal":
+            return Solution(status)
+        sol = self.h.getSolution()
+        dual = -np.asarray(sol.row_dual, np.float64)
+        return Solution(status, float(self.h.getInfo().objective_function_value),
+                        np.asarray(sol.col_value, np.float64), dual[self.m_eq:], dual[:self.m_eq])
+
+
+def lp_solver(system: System, solver: str):
+    """A repeated-LP solver over ``system``: :class:`HighsLP` for HiGHS, else a relaxed
+    :class:`LinearModel`; both have ``solve(cost, seconds) -> Solution``."""
+    return HighsLP(system) if solver == "HIGHS" else LinearModel(system, solver, relax=True)
+
+
+def _dual(constraint) -> np.ndarray | None:
+    if constraint is None or constraint.dual_value is None:
+        return None
+    return np.asarray(constraint.dual_value, np.float64).reshape(-1)
 
 
 def _solver_has_point(problem: cp.Problem) -> bool:
@@ -276,19 +327,20 @@ class RegionEncoding:
 
     @property
     def x(self) -> np.ndarray:
-        return self.enc.index[self.graph.input_name]
+        return self.enc.variables(self.graph.input_name)
 
     @property
     def y(self) -> np.ndarray:
-        return self.enc.index[self.graph.output_name]
+        return self.enc.variables(self.graph.output_name)
 
 
 def encode_region(graph: Graph, lower: np.ndarray, upper: np.ndarray, l2: tuple | None, exact: bool,
-                  solver: str, deadline: float, tighten: bool = False) -> RegionEncoding:
+                  solver: str, deadline: float, tighten_until: float | None = None) -> RegionEncoding:
     """Encode ``graph`` over the box ``lower <= x <= upper`` (flat ``(n_inputs,)``) intersected
     with the ball ``l2 = (center, radius)`` if given: CROWN intermediate bounds (float64), then
-    the LP relaxation or the MILP; ``tighten`` first sharpens the bounds of every unstable
-    ReLU input by two LPs each (until ``deadline``)."""
+    the LP relaxation or the MILP. With ``tighten_until`` (a ``time.monotonic()`` deadline),
+    the bounds of every unstable ReLU input are first sharpened by two LPs each, layer by
+    layer, until that time."""
     from verifier.bounds.crown import intermediate_bounds
     from verifier.bounds.linear import Region
     from verifier.config import BoundsConfig
@@ -309,9 +361,9 @@ def encode_region(graph: Graph, lower: np.ndarray, upper: np.ndarray, l2: tuple 
     bounds = numpy_bounds(crown)
     bounds[g.input_name] = (lo_t.reshape(-1).numpy().copy(), hi_t.reshape(-1).numpy().copy())
     ball = None if l2 is None else (None, np.asarray(l2[0], np.float64).reshape(-1), float(l2[1]))
-    before = _lp_tightener(solver, deadline, ball) if tighten else None
+    before = None if tighten_until is None else _lp_tightener(solver, min(deadline, tighten_until), ball)
     enc = encode_graph(g, bounds, exact, SystemBuilder(), before)
-    x = enc.index[g.input_name]
+    x = enc.variables(g.input_name)
     cone = None
     if ball is not None:
         ball = (x, ball[1], ball[2])
@@ -338,15 +390,16 @@ def _lp_tightener(solver: str, deadline: float, ball):
         if todo.size == 0:
             return
         system = enc.rows.build()
-        model = LinearModel(system, solver, relax=True)
-        x_ball = None if ball is None else (enc.index[enc_input_name(enc)], ball[1], ball[2])
+        model = lp_solver(system, solver)
+        x_ball = None if ball is None else (enc.variables(next(iter(enc.expr))), ball[1], ball[2])
         new_lo, new_hi = lo.copy(), hi.copy()
+        idx = enc.variables(name)
         for j in todo:
             for sign in (1.0, -1.0):
                 if time.monotonic() >= deadline:
                     break
                 cost = np.zeros(system.n)
-                cost[enc.index[name][j]] = sign
+                cost[idx[j]] = sign
                 bound = dual_bound(system, cost, model.solve(cost, deadline - time.monotonic()), x_ball)
                 if sign > 0:
                     new_lo[j] = max(new_lo[j], bound)
@@ -355,8 +408,3 @@ def _lp_tightener(solver: str, deadline: float, ball):
         enc.tighten(name, new_lo, new_hi)
 
     return before
-
-
-def enc_input_name(enc: Encoding) -> str:
-    """The name of the encoded graph input (the first value indexed)."""
-    return next(iter(enc.index))

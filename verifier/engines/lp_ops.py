@@ -1,13 +1,13 @@
-"""Per-op encodings of graph nodes as sparse linear rows (LP relaxation or exact MILP).
+"""A Graph as sparse linear rows, node by node (LP relaxation or exact MILP).
 
-Every value of the graph is a vector of solver variables (flat, row-major ONNX order). An
-encoder receives the variable indices of a node's inputs and their pre-computed bounds
-(float64 numpy arrays, one entry per element) and returns the indices of the node's output:
+:func:`encode_graph` walks the graph in order; every value is an affine expression of solver
+variables (flat, row-major ONNX order) and carries pre-computed bounds (float64 numpy arrays,
+one entry per element):
 
 - affine ops (Linear, Conv, ConvTranspose, Scale, Add, Reduce, Reshape, Transpose, Select,
   Concat, Pad): exactly, ``y = sum_i M_i x_i + f(0)`` with ``M_i`` the sparse matrix of the
-  op's linear map; maps that only pick inputs (Reshape, Transpose, Select, Concat) reuse the
-  input variables;
+  op's linear map, composed into an affine expression of earlier variables (:class:`Expr`);
+  a value gets variables of its own (with its bounds) only where a nonlinear op reads it;
 - Relu / LeakyRelu: stable neurons exactly; unstable ones by the triangle (LP) or big-M with
   one binary each (MILP);
 - MaxPool: exactly with one binary per window element (MILP), by the relaxation of that
@@ -18,6 +18,9 @@ Any other op is reported as not encodable.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -35,7 +38,7 @@ WIDEN = 1e-8  # relative + absolute widening of float64 bounds before they becom
 
 
 def encodable(op: Op) -> bool:
-    """Whether :func:`encode_node` handles this op."""
+    """Whether :func:`encode_graph` handles this op."""
     return isinstance(op, (Affine, Relu, LeakyRelu, MaxPool))
 
 
@@ -48,39 +51,80 @@ def check_encodable(graph: Graph) -> None:
                                    where=node.source or node.name)
 
 
-def encode_node(rows, graph: Graph, node: Node, in_idx: list[np.ndarray], in_bounds: list[Bounds],
-                out_bounds: Bounds, exact: bool) -> np.ndarray:
-    """Rows for one node; returns the variable indices of its output, shape ``(numel,)``.
+def encode_nonlinear(rows, graph: Graph, node: Node, x: np.ndarray, x_bounds: Bounds,
+                     exact: bool) -> np.ndarray:
+    """Rows for a Relu, LeakyRelu or MaxPool node on input variables ``x``; returns the
+    variable indices of its output, shape ``(numel,)``.
 
     ``rows`` is a :class:`verifier.engines.lp_encode.SystemBuilder`.
     """
     op = graph.ops[node.name]
-    if isinstance(op, Affine):
-        return encode_affine(rows, graph, node, op, in_idx, out_bounds)
     if isinstance(op, (Relu, LeakyRelu)):
         slope = float(op.attrs["alpha"]) if isinstance(op, LeakyRelu) else 0.0
-        return encode_leaky_relu(rows, in_idx[0], *in_bounds[0], slope, exact)
+        return encode_leaky_relu(rows, x, *x_bounds, slope, exact)
     if isinstance(op, MaxPool):
-        windows = pool_windows(op, graph.shape_of(node.inputs[0]))
-        return encode_maxpool(rows, in_idx[0], *in_bounds[0], windows, exact)
+        return encode_maxpool(rows, x, *x_bounds, pool_windows(op, graph.shape_of(node.inputs[0])), exact)
     raise UnsupportedError(f"not encodable: op {node.op} at node {node.name}", path=graph.onnx_path)
 
 
 @dataclass
+class Expr:
+    """Values as an affine expression ``M v[:M.shape[1]] + c`` of the first variables:
+    ``M`` ``(k, n_at_creation)`` sparse, ``c`` ``(k,)``."""
+
+    M: sp.csr_matrix
+    c: np.ndarray
+
+    @staticmethod
+    def select(idx: np.ndarray, n: int) -> "Expr":
+        """The variables ``v[idx]`` themselves."""
+        k = len(idx)
+        return Expr(sp.csr_matrix((np.ones(k), (np.arange(k), idx)), shape=(k, n)), np.zeros(k))
+
+    def widened(self, n: int) -> sp.csr_matrix:
+        """``M`` with zero columns appended up to ``n`` variables."""
+        extra = n - self.M.shape[1]
+        return self.M if extra == 0 else sp.hstack([self.M, sp.csr_matrix((self.M.shape[0], extra))]).tocsr()
+
+    def picked(self) -> np.ndarray | None:
+        """The variable of each row when the expression only picks variables, else None."""
+        M = self.M
+        if np.any(self.c != 0) or np.any(np.diff(M.indptr) != 1) or np.any(M.data != 1.0):
+            return None
+        return M.indices.copy()
+
+
+@dataclass
 class Encoding:
-    """A graph's system under construction: variable indices and bounds of every value."""
+    """A graph's system under construction: the expression and the bounds of every value.
+
+    Affine ops only compose expressions; a value becomes variables of its own (with its
+    bounds) when a nonlinear op reads it (:meth:`variables`).
+    """
 
     rows: object  # verifier.engines.lp_encode.SystemBuilder
-    index: dict[str, np.ndarray]
+    expr: dict[str, Expr]
     bounds: dict[str, Bounds]
     exact: bool
+
+    def variables(self, name: str) -> np.ndarray:
+        """Variable indices holding value ``name`` ``(numel,)``, made (``v = expr``) if needed."""
+        e = self.expr[name]
+        idx = e.picked()
+        if idx is None:
+            idx = self.rows.add_vars(*self.bounds[name])
+            n = self.rows.n
+            minus_one = -sp.identity(len(idx), format="csr")
+            self.rows.add_sparse("eq", [(e.widened(n), np.arange(n)), (minus_one, idx)], -e.c)
+            self.expr[name] = Expr.select(idx, n)
+        return idx
 
     def tighten(self, name: str, lo: np.ndarray, hi: np.ndarray) -> None:
         """Intersect the bounds of value ``name`` (flat arrays) with ``[lo, hi]``."""
         old_lo, old_hi = self.bounds[name]
         new_lo = np.maximum(old_lo, lo)
         self.bounds[name] = (new_lo, np.maximum(np.minimum(old_hi, hi), new_lo))
-        self.rows.restrict(self.index[name], lo, hi)
+        self.rows.restrict(self.variables(name), lo, hi)
 
 
 def numpy_bounds(bounds: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Bounds]:
@@ -98,18 +142,27 @@ def encode_graph(graph: Graph, bounds: dict[str, Bounds], exact: bool, rows,
     """Encode every node of a float64 graph into ``rows`` (an empty
     :class:`verifier.engines.lp_encode.SystemBuilder`); ``bounds`` hold flat bounds of every
     value (the input's are the input box). ``before(encoding, node)`` runs before each
-    nonlinear node (e.g. to tighten the bounds of its input)."""
+    nonlinear node, once its input has variables (e.g. to tighten their bounds). The graph
+    input and output always have variables."""
     enc = Encoding(rows, {}, dict(bounds), exact)
-    enc.index[graph.input_name] = enc.rows.add_vars(*bounds[graph.input_name])
+    x = enc.rows.add_vars(*bounds[graph.input_name])
+    enc.expr[graph.input_name] = Expr.select(x, enc.rows.n)
     for node in graph.nodes:
-        missing = [i for i in node.inputs if i not in enc.index]
+        missing = [i for i in node.inputs if i not in enc.expr]
         if missing:
             raise UnsupportedError(f"not encodable: value {missing[0]} feeding node {node.name} has no "
                                    "variables", path=graph.onnx_path)
-        if before is not None and not isinstance(graph.ops[node.name], Affine):
+        op = graph.ops[node.name]
+        if isinstance(op, Affine):
+            shapes = [graph.shape_of(i) for i in node.inputs]
+            enc.expr[node.name] = affine_expr(op, shapes, [enc.expr[i] for i in node.inputs], enc.rows.n)
+            continue
+        x = enc.variables(node.inputs[0])
+        if before is not None:
             before(enc, node)
-        enc.index[node.name] = encode_node(enc.rows, graph, node, [enc.index[i] for i in node.inputs],
-                                           [enc.bounds[i] for i in node.inputs], enc.bounds[node.name], exact)
+        y = encode_nonlinear(enc.rows, graph, node, x, enc.bounds[node.inputs[0]], exact)
+        enc.expr[node.name] = Expr.select(y, enc.rows.n)
+    enc.variables(graph.output_name)
     return enc
 
 
@@ -152,26 +205,14 @@ def affine_map(op: Affine, shapes: list[tuple[int, ...]]) -> tuple[list[sp.csr_m
     return mats, offset.numpy()
 
 
-def encode_affine(rows, graph: Graph, node: Node, op: Affine, in_idx: list[np.ndarray],
-                  out_bounds: Bounds) -> np.ndarray:
-    """``y = M x + c`` exactly; selections of inputs reuse the input variables."""
-    shapes = [graph.shape_of(i) for i in node.inputs]
+def affine_expr(op: Affine, shapes: list[tuple[int, ...]], ins: list[Expr], n: int) -> Expr:
+    """The op's output as an expression of the first ``n`` variables (exact composition)."""
     mats, offset = affine_map(op, shapes)
-    M = sp.hstack(mats).tocsr() if len(mats) > 1 else mats[0]
-    cols = np.concatenate(in_idx)
-    picked = _selection(M, offset)
-    if picked is not None:
-        return cols[picked]
-    y = rows.add_vars(*out_bounds)
-    rows.add_sparse("eq", [(M, cols), (-sp.identity(len(y), format="csr"), y)], -offset)
-    return y
-
-
-def _selection(M: sp.csr_matrix, offset: np.ndarray) -> np.ndarray | None:
-    """Column picked by each row if ``M`` has exactly one coefficient 1 per row and no offset."""
-    if np.any(offset != 0) or np.any(np.diff(M.indptr) != 1) or np.any(M.data != 1.0):
-        return None
-    return M.indices.copy()
+    M = sum((m @ e.widened(n) for m, e in zip(mats, ins)), sp.csr_matrix((len(offset), n)))
+    c = offset + sum(m @ e.c for m, e in zip(mats, ins))
+    M = sp.csr_matrix(M)
+    M.eliminate_zeros()
+    return Expr(M, np.asarray(c, np.float64))
 
 
 # ---- ReLU / LeakyReLU --------------------------------------------------------------------------

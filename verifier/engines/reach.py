@@ -46,6 +46,7 @@ from verifier.engines.lipschitz import JacobianBounds, preactivation_boxes, lips
 from verifier.engines.onnx_runner import OnnxRunner
 from verifier.errors import InputError, UnsupportedError
 from verifier.ir.graph import Graph
+from verifier.ops.base import Activation
 from verifier.result import Certificate, Counterexample, Result, Status
 from verifier.spec.property import InputRegion
 
@@ -251,6 +252,17 @@ class _Context:
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
 
+def _spec_lower(graph: Graph, C: torch.Tensor, bounds: dict, region: Region) -> torch.Tensor:
+    """CROWN lower bounds of ``C · y`` ``(B, R)``: the best of the default relaxation and of
+    all lower slopes at 0 and at 1 (three one-row backward passes)."""
+    best = spec_bounds(graph, C, bounds, region)
+    for fill in (0.0, 1.0):
+        alphas = {n.name: torch.full((C.shape[0], C.shape[1], *n.out_shape), fill, dtype=C.dtype, device=C.device)
+                  for n in graph.nodes if isinstance(graph.ops[n.name], Activation) and graph.ops[n.name].alpha_shape_ok()}
+        best = torch.maximum(best, spec_bounds(graph, C, bounds, region, alphas))
+    return best
+
+
 def float32_inside(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` rounded to float32 values inside ``[lo, hi]`` where possible: ``(points, ok)``,
     points clamped into the box (float64), ``ok`` ``(...,)`` where every entry is float32."""
@@ -305,7 +317,7 @@ class _Search:
             else:
                 bounds = intermediate_bounds(g, region, self.ctx.bounds_cfg,
                                              use_crown=self.ctx.cfg.intermediate == "crown")
-            crown = spec_bounds(g, C, bounds, region) + self.obj.d.to(lo)
+            crown = _spec_lower(g, C, bounds, region) + self.obj.d.to(lo)
             G = self.ctx.jacobian(C, bounds)
             anchor, ok = float32_inside(minimising_anchor(G, lo, hi), lo[:, None], hi[:, None])
             rows = self.obj.rows(g.forward_flat(anchor.reshape(B * R, n))).reshape(B, R, R)

@@ -1,0 +1,117 @@
+"""Branch and bound: verdicts against published ones, onnxruntime-confirmed counterexamples,
+dense sampling on small random networks, determinism and deadlines."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from onnx import helper
+
+import verifier
+from verifier.config import BabConfig
+from verifier.spec.vnnlib import parse_vnnlib_text
+
+from conftest import benchmark_path, ort_forward
+
+
+def _acas(net: str, prop: int):
+    model = verifier.load_model(benchmark_path("acasxu", "onnx", f"ACASXU_run2a_{net}_batch_2000.onnx"))
+    return model, verifier.load_property(benchmark_path("acasxu", "vnnlib", f"prop_{prop}.vnnlib"), model)
+
+
+def _assert_confirmed(model, prop, result) -> None:
+    """The counterexample is in its region and onnxruntime's output on it is unsafe."""
+    cex = result.counterexample
+    case = prop.cases[cex.case_index]
+    x = cex.x.reshape(-1).astype(np.float64)
+    assert case.region.contains(x)
+    y = ort_forward(model.onnx_path, cex.x.reshape(1, -1).astype(np.float32)).reshape(-1)
+    assert case.unsafe[cex.disjunct_index].margin(y) <= 0.0
+
+
+@pytest.mark.parametrize("net,prop", [("1_9", 1), ("3_3", 3)])
+def test_input_split_proves_published_unsat(net, prop):
+    model, p = _acas(net, prop)
+    result = verifier.verify(model, p, timeout=60)
+    assert result.verdict == "unsat", result.reason
+
+
+@pytest.mark.parametrize("net,prop", [("1_2", 2), ("1_9", 3)])
+def test_published_sat_found_and_confirmed(net, prop):
+    model, p = _acas(net, prop)
+    result = verifier.verify(model, p, timeout=60)
+    assert result.verdict == "sat", result.reason
+    _assert_confirmed(model, p, result)
+
+
+def test_relu_split_mnist_published_verdicts():
+    model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"))
+    unsat = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
+    sat = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_2_0.03.vnnlib"), model)
+    assert verifier.verify(model, unsat, timeout=60, bab=BabConfig(strategy="relu")).verdict == "unsat"
+    found = verifier.verify(model, sat, timeout=60)
+    assert found.verdict == "sat"
+    _assert_confirmed(model, sat, found)
+
+
+def _random_relu_net(make_onnx, seed: int, n_in: int = 3, hidden: int = 12):
+    rng = np.random.default_rng(seed)
+    W1 = rng.normal(size=(n_in, hidden)).astype(np.float32)
+    b1 = rng.normal(size=hidden).astype(np.float32) * 0.5
+    W2 = rng.normal(size=(hidden, hidden)).astype(np.float32) / np.sqrt(hidden)
+    b2 = rng.normal(size=hidden).astype(np.float32) * 0.5
+    W3 = rng.normal(size=(hidden, 2)).astype(np.float32) / np.sqrt(hidden)
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h1"]), helper.make_node("Relu", ["h1"], ["a1"]),
+             helper.make_node("Gemm", ["a1", "W2", "b2"], ["h2"]), helper.make_node("Relu", ["h2"], ["a2"]),
+             helper.make_node("MatMul", ["a2", "W3"], ["y"])]
+    return make_onnx(nodes, [("x", [1, n_in])], [("y", [1, 2])],
+                     {"W1": W1, "b1": b1, "W2": W2, "b2": b2, "W3": W3}, name=f"net{seed}")
+
+
+def _threshold_property(n_in: int, threshold: float) -> str:
+    decl = "".join(f"(declare-const X_{i} Real)\n" for i in range(n_in)) + "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+    box = "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(n_in))
+    return decl + box + f"(assert (>= (- Y_0 Y_1) {threshold!r}))\n"
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("strategy", ["input", "relu"])
+def test_verdicts_agree_with_dense_sampling(make_onnx, seed, strategy):
+    """Threshold set just below the sampled maximum (sat) or above a safe margin over it (unsat
+    unless the true maximum is higher, which a counterexample would then show)."""
+    path = _random_relu_net(make_onnx, seed)
+    model = verifier.load_model(path)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 41)] * 3), -1).reshape(-1, 3).astype(np.float32)
+    y = model.forward_flat(torch.from_numpy(grid)).double().numpy()
+    top = float((y[:, 0] - y[:, 1]).max())
+    for threshold, expect_sat in ((top - 0.05, True), (top + 0.5, None)):
+        prop = parse_vnnlib_text(_threshold_property(3, threshold))
+        result = verifier.verify(model, prop, timeout=30, bab=BabConfig(strategy=strategy))
+        if expect_sat:
+            assert result.verdict == "sat"
+            _assert_confirmed(model, prop, result)
+        else:
+            assert result.verdict in ("unsat", "sat")
+            if result.verdict == "sat":
+                _assert_confirmed(model, prop, result)
+
+
+def test_same_seed_same_verdict_and_work():
+    model, p = _acas("1_1", 1)
+    a = verifier.verify(model, p, timeout=60, seed=3)
+    b = verifier.verify(model, p, timeout=60, seed=3)
+    assert a.verdict == b.verdict == "unsat"
+    assert a.trail[-1].get("domains_bounded") == b.trail[-1].get("domains_bounded")
+
+
+def test_deadline_honoured_with_open_domains():
+    model, p = _acas("2_5", 1)
+    start = time.monotonic()
+    result = verifier.verify(model, p, timeout=3.0)
+    assert time.monotonic() - start < 3.0 + 2.0
+    assert result.verdict in ("timeout", "unsat")
+    if result.verdict == "timeout":
+        assert result.bounds.get("open_cases") == [0]
+        assert result.bounds.get("best_global_bound") is not None
