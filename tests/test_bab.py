@@ -66,8 +66,9 @@ def _random_relu_net(make_onnx, seed: int, n_in: int = 3, hidden: int = 12):
     nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h1"]), helper.make_node("Relu", ["h1"], ["a1"]),
              helper.make_node("Gemm", ["a1", "W2", "b2"], ["h2"]), helper.make_node("Relu", ["h2"], ["a2"]),
              helper.make_node("MatMul", ["a2", "W3"], ["y"])]
+    params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2, "W3": W3}
     return make_onnx(nodes, [("x", [1, n_in])], [("y", [1, 2])],
-                     {"W1": W1, "b1": b1, "W2": W2, "b2": b2, "W3": W3}, name=f"net{seed}")
+                     {k: v.astype(np.float32) for k, v in params.items()}, name=f"net{seed}")
 
 
 def _threshold_property(n_in: int, threshold: float) -> str:

@@ -98,3 +98,16 @@ def predict(model: Graph, x, sigma: float, n: int = 100_000, alpha: float = 0.00
 
     return _predict(model, x, sigma, n=n, alpha=alpha, batch=batch, seed=seed, device=device,
                     timeout=timeout)
+
+
+def reach(model: Graph, lower, upper, objective, tolerance: float = 1e-3, timeout: float = 60.0,
+          relative: bool = False, progress: Callable[[str], None] | None = None, **settings):
+    """Guaranteed range of ``objective`` (``"Y_0"``, ``"Y_1 - Y_0"``, ``"max(Y)"``, a vector ``c``...)
+    over the box ``[lower, upper]`` (each of shape ``model.input_shape``): ``.min`` and ``.max``,
+    each with ``.lower``, ``.upper``, ``.witness`` (float32 input), ``.witness_value``
+    (onnxruntime) and ``.converged``. ``settings`` override fields of
+    :class:`~verifier.engines.reach.ReachConfig`. See :func:`verifier.engines.reach.reach_range`."""
+    from verifier.engines.reach import reach_config, reach_range
+
+    return reach_range(model, lower, upper, objective, tolerance, timeout, relative,
+                       config=reach_config(**settings), progress=progress)

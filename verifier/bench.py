@@ -27,6 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown"])
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
     p.add_argument("--bab", default="auto", choices=["auto", "input", "relu"])
+    p.add_argument("--reports", metavar="DIR", help="write a JSON safety report per instance into DIR "
+                   "(named after the row: <onnx>__<vnnlib>.json)")
 
 
 def read_instances(folder: Path) -> list[tuple[str, str, float]]:
@@ -138,8 +140,14 @@ class _InstanceRunner:
                 self.model, self.model_path = api.load_model(self.folder / onnx), onnx
             prop = api.load_property(self.folder / vnnlib, self.model)
             remaining = max(0.1, timeout - (time.monotonic() - start))
-            result = api.verify(self.model, prop, config=_config(self.args, remaining))
+            config, started = _config(self.args, remaining), time.time()
+            result = api.verify(self.model, prop, config=config)
             row.update(verdict=result.verdict, reason=result.reason)
+            if getattr(self.args, "reports", None):
+                from verifier.evidence.report import write_bench_report
+
+                row["reason"] += write_bench_report(self.args.reports, self.folder, onnx, vnnlib, result, config,
+                                                    self.model, prop, started)
         except VerifierError as e:
             row.update(verdict="error", reason=f"{e.kind}: {e.one_line()}")
         except Exception as e:  # keep going: one broken instance must not end the run

@@ -152,5 +152,7 @@ from verifier.cli_certify import register_certify  # noqa: E402  (imports only v
 
 from verifier.cli_evidence import register_check, register_report  # noqa: E402
 
+from verifier.cli_reach import register_reach  # noqa: E402  (imports only the standard library)
+
 REGISTRARS = [register_verify, register_bounds, register_info, register_bench, register_certify,
-              register_check, register_report]
+              register_check, register_report, register_reach]

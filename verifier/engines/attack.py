@@ -81,12 +81,14 @@ def _pgd(graph, unsafe: UnsafeSet, region, x, lower, upper, config: AttackConfig
     best_x, best_m = x.clone(), torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
     for step in range(config.steps):
         x = x.detach().requires_grad_(True)
-        m = unsafe.margins(graph.forward_flat(x))
+        with torch.enable_grad():
+            m = unsafe.margins(graph.forward_flat(x))
         improved = m.detach() < best_m
         best_x[improved], best_m[improved] = x.detach()[improved], m.detach()[improved]
         if bool((best_m <= 0).any()) or time.monotonic() >= deadline:
             break
-        (grad,) = torch.autograd.grad(m.sum(), x)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(m.sum(), x)
         size = config.step_fraction * half * 0.5 * (1 + math.cos(math.pi * step / config.steps)) + 1e-3 * half
         x = _project(x.detach() - size * torch.sign(grad), region, lower, upper)
     return best_x, best_m

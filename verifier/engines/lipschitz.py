@@ -21,8 +21,9 @@ import math
 
 import torch
 
-from verifier.bounds.crown import nonlinear_inputs
+from verifier.bounds.crown import intermediate_bounds, nonlinear_inputs, spec_bounds
 from verifier.bounds.linear import Region, backward_bound
+from verifier.config import BoundsConfig
 from verifier.errors import UnsupportedError
 from verifier.ir.graph import Graph
 from verifier.ops import make_op
@@ -31,6 +32,7 @@ from verifier.ops.base import Activation, Affine, Box, Op
 
 Interval = tuple[torch.Tensor, torch.Tensor]
 
+INTERMEDIATE_METHODS = ("forward", "crown", "ibp")
 SUPPORTED_ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Sin", "Cos", "Clip")
 
 
@@ -202,7 +204,27 @@ def minimising_anchor(G: Interval, lower: torch.Tensor, upper: torch.Tensor) -> 
     return torch.where(G[0] >= 0, lo.expand_as(centre), torch.where(G[1] <= 0, hi.expand_as(centre), centre))
 
 
-# ---- pre-activation boxes for many small boxes ----------------------------------------------
+# ---- the CROWN side: pre-activation boxes and bounds of the rows -----------------------------
+def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region,
+                     method: str = "forward") -> tuple[torch.Tensor, dict[str, Box]]:
+    """CROWN lower bounds of ``C · y`` ``(B, R)`` over the boxes of ``region`` and the bounds of
+    every value (``method``: :func:`preactivation_boxes` or ``intermediate_bounds`` with CROWN
+    or interval intermediate bounds). The row bound is the best of the default relaxation and
+    of every lower slope at 0 and at 1 (three one-row backward passes).
+    """
+    if method == "forward":
+        bounds = preactivation_boxes(graph, region)
+    else:
+        bounds = intermediate_bounds(graph, region, BoundsConfig(), use_crown=method == "crown")
+    best = spec_bounds(graph, C, bounds, region)
+    for fill in (0.0, 1.0):
+        alphas = {n.name: torch.full((*C.shape[:2], *n.out_shape), fill, dtype=C.dtype, device=C.device)
+                  for n in graph.nodes
+                  if isinstance(graph.ops[n.name], Activation) and graph.ops[n.name].alpha_shape_ok()}
+        best = torch.maximum(best, spec_bounds(graph, C, bounds, region, alphas))
+    return best, bounds
+
+
 def preactivation_boxes(graph: Graph, region: Region) -> dict[str, Box]:
     """Boxes of every value over ``region`` (boxes ``(B, *input_full_shape)``).
 
@@ -282,12 +304,6 @@ def _tighten(graph: Graph, name: str, lo, hi, bounds, region: Region, relu_only:
     rows = torch.nn.functional.one_hot(idx, flat_lo.shape[1]).to(lo.dtype)
     A0 = torch.cat([rows, -rows], dim=1).reshape(B, 2 * R, *lo.shape[1:])
     both = backward_bound(graph, name, A0, bounds, region)
-    import os
-    if os.environ.get("TIGHT3"):
-        for fill in (0.0, 1.0):
-            alphas = {n.name: torch.full((B, 2 * R, *n.out_shape), fill, dtype=lo.dtype)
-                      for n in graph.nodes if isinstance(graph.ops[n.name], Activation) and graph.ops[n.name].alpha_shape_ok()}
-            both = torch.maximum(both, backward_bound(graph, name, A0, bounds, region, alphas))
     inf = torch.full_like(both[:, :R], math.inf)
     new_lo = flat_lo.scatter_reduce(1, idx, torch.where(valid, both[:, :R], -inf), reduce="amax")
     new_hi = flat_hi.scatter_reduce(1, idx, torch.where(valid, -both[:, R:], inf), reduce="amin")

@@ -18,7 +18,7 @@ import torch
 
 from verifier.engines.confirm import confirm
 from verifier.engines.lp_encode import (LinearModel, RegionEncoding, check_solver, dual_bound,
-                                        encode_region)
+                                        encode_region, lp_solver)
 from verifier.errors import InputError
 from verifier.ir.graph import Graph
 from verifier.result import Certificate, Counterexample, Result, Status
@@ -103,7 +103,7 @@ def _box_row_bounds(model, lower, upper, C, solver, deadline, tighten, l2=None):
     """``(lb, ub)`` ``(R,)`` of ``C y`` over one box: LP where it solved, CROWN elsewhere."""
     renc = encode_region(model, lower, upper, l2, False, solver, deadline, deadline if tighten else None)
     system = renc.enc.rows.build()
-    lp = LinearModel(system, solver, cone=renc.cone)
+    lp = lp_solver(system, solver) if renc.cone is None else LinearModel(system, solver, cone=renc.cone)
     R = C.shape[0]
     lb, ub = np.full(R, -np.inf), np.full(R, np.inf)
     for r in range(R):

@@ -1,12 +1,12 @@
-"""A Graph as one sparse linear system over flat per-value variables, solved through cvxpy.
+"""The linear system of an encoded graph, and solving it (cvxpy, or HiGHS directly).
 
-The system is ``A_le v <= b_le``, ``A_eq v == b_eq``, ``lb <= v <= ub`` over one vector ``v``;
-some entries of ``v`` may be binary (MILP). Every value of the graph owns a slice of ``v``
-(:attr:`Encoding.index`), and every variable carries the pre-computed bounds of its value, so
-the system is an LP relaxation (``exact=False``) or an exact MILP (``exact=True``) of the
-network restricted to the input box. :class:`LinearModel` turns a system into a cvxpy problem
-with a parametric linear objective; :func:`dual_bound` turns any dual vector of that problem
-into a lower bound of the LP optimum that holds whatever the solver's tolerances.
+A :class:`System` is ``A_le v <= b_le``, ``A_eq v == b_eq``, ``lb <= v <= ub`` over one
+vector ``v``, some entries binary (MILP). :func:`encode_region` builds it for a graph over an
+input region (CROWN bounds, optional LP tightening, :mod:`verifier.engines.lp_ops`).
+:class:`LinearModel` solves it through cvxpy with a parametric linear objective (any installed
+solver); :class:`HighsLP` re-solves LPs that differ only in their cost from the last basis;
+:func:`dual_bound` turns the multipliers of any solve into a lower bound of the LP optimum
+that holds whatever the solver's tolerances.
 """
 from __future__ import annotations
 
@@ -301,8 +301,10 @@ def dual_bound(system: System, cost: np.ndarray, sol: Solution, ball=None) -> fl
     best = const + terms.sum()
     if ball is not None:
         x, center, radius = ball
+        others = np.ones(system.n, bool)
+        others[x] = False
         rx = r[x]
-        best = max(best, const + terms.sum() - terms[x].sum() + rx @ center - radius * np.linalg.norm(rx))
+        best = max(best, const + terms[others].sum() + rx @ center - radius * np.linalg.norm(rx))
     scale = abs(const) + np.abs(terms[np.isfinite(terms)]).sum() + 1.0
     return float(best - 1e-9 * scale) if np.isfinite(best) else -math.inf
 

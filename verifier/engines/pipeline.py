@@ -16,6 +16,9 @@ from verifier.result import Certificate, Leaf, Result, Status
 from verifier.spec.property import Property
 
 
+ATTACK_SHARE = 0.3  # the first attack gets at most this share of the time limit
+
+
 def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
                  progress: Callable[[str], None]) -> Result:
     """Attack, then bounds per case, then branch and bound on the cases left open."""
@@ -33,12 +36,14 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
         return Result(status, reason, trail=trail, stats=stats, **kw)
 
     progress("attack: PGD")
-    cex = attack(graph, prop.cases, runner, config.attack, deadline, config.seed)
+    attack_deadline = min(deadline, started + ATTACK_SHARE * config.timeout)
+    cex = attack(graph, prop.cases, runner, config.attack, attack_deadline, config.seed)
     trail.append({"engine": "attack", "outcome": "counterexample" if cex else "none found",
                   "time": time.monotonic() - started})
     if cex is not None:
         return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
-    open_cases, leaves = _bound_cases(graph, prop, config, deadline, trail, progress)
+    open_cases, leaves, worst = _bound_cases(graph, prop, config, deadline, trail, progress)
+    known = {"open_cases": open_cases, "best_global_bound": worst}
     if not open_cases:
         cert = Certificate("sound", "bound propagation", {"leaves": leaves})
         return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
@@ -58,16 +63,18 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
             return finish(Status.TIMEOUT, outcome.reason, bounds=outcome.bounds)
         return finish(Status.UNKNOWN, outcome.reason, bounds=outcome.bounds)
     if time.monotonic() >= deadline:
-        return finish(Status.TIMEOUT, "time limit reached with cases open")
-    return finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds")
+        return finish(Status.TIMEOUT, "time limit reached with cases open", bounds=known)
+    return finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds", bounds=known)
 
 
 def _bound_cases(graph, prop, config, deadline, trail, progress):
-    """Bound every case; returns the indices left open and the leaves that closed."""
-    open_cases, leaves = [], []
+    """Bound every case; returns the indices left open, the leaves that closed and the weakest
+    bound among the open cases (-inf for a case never bounded)."""
+    open_cases, leaves, worst = [], [], float("inf")
     for i, case in enumerate(prop.cases):
         if time.monotonic() >= deadline:
             open_cases.append(i)
+            worst = float("-inf")
             continue
         progress(f"bounds: case {i + 1}/{len(prop.cases)}")
         stages: list[CaseBounds] = bound_case(graph, case, config.bounds.method, config.bounds,
@@ -78,4 +85,5 @@ def _bound_cases(graph, prop, config, deadline, trail, progress):
             leaves.append(Leaf(i, stages[-1].method, stages[-1].worst(), multipliers=stages[-1].multipliers))
         else:
             open_cases.append(i)
-    return open_cases, leaves
+            worst = min(worst, stages[-1].worst())
+    return open_cases, leaves, worst

@@ -30,6 +30,7 @@ are float32 inputs inside the region, re-run with onnxruntime (``witness_value``
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -39,14 +40,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from verifier.bounds.crown import intermediate_bounds, spec_bounds
 from verifier.bounds.linear import Region
-from verifier.config import BoundsConfig
-from verifier.engines.lipschitz import JacobianBounds, preactivation_boxes, lipschitz_constants, mean_value_lower, minimising_anchor
+from verifier.engines.lipschitz import (INTERMEDIATE_METHODS, JacobianBounds, crown_row_bounds, lipschitz_constants,
+                                        mean_value_lower, minimising_anchor)
 from verifier.engines.onnx_runner import OnnxRunner
 from verifier.errors import InputError, UnsupportedError
 from verifier.ir.graph import Graph
-from verifier.ops.base import Activation
 from verifier.result import Certificate, Counterexample, Result, Status
 from verifier.spec.property import InputRegion
 
@@ -65,6 +64,15 @@ class ReachConfig:
     check_margin: float = 1e-6    # reach_check proves o <= t only with this much room
     device: str = "cpu"
     seed: int = 0
+
+
+def reach_config(**settings) -> ReachConfig:
+    """A :class:`ReachConfig` with ``settings`` replacing defaults; unknown names are refused."""
+    names = {f.name for f in dataclasses.fields(ReachConfig)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise InputError(f"unknown reach setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return ReachConfig(**settings)
 
 
 # ---- objectives -----------------------------------------------------------------------------
@@ -92,8 +100,9 @@ class Objective:
         return self.reduce(self.rows(y))
 
 
-_TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<var>Y_\d+)|(?P<all>Y)\b"
-                    r"|(?P<fn>max|min)|(?P<op>[-+*(),]))")
+_NUM = r"(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
+_TERM = re.compile(r"\s*([-+])\s*(?:" + _NUM + r"\s*(\*)?\s*)?(?:Y_(\d+))?(?:\s*\*\s*" + _NUM + r")?\s*")
+_CALL = re.compile(r"\s*(max|min)\s*\((.*)\)\s*", re.S)
 
 
 def parse_objective(spec, n_outputs: int) -> Objective:
@@ -103,104 +112,41 @@ def parse_objective(spec, n_outputs: int) -> Objective:
         if c.shape != (n_outputs,) or not np.all(np.isfinite(c)):
             raise InputError(f"objective vector must hold {n_outputs} finite numbers, got shape {list(c.shape)}")
         return Objective("min", torch.as_tensor(c)[None], torch.zeros(1, dtype=torch.float64), "c·y")
-    toks, pos = [], 0
-    while pos < len(spec.rstrip()):
-        m = _TOKEN.match(spec, pos)
-        if m is None or m.end() == pos:
-            raise InputError(f"objective '{spec}': unexpected text '{spec[pos:].strip()[:12]}' at position {pos}")
-        toks.append((m.lastgroup, m.group(m.lastgroup)))
-        pos = m.end()
-    if not toks:
-        raise InputError("objective is empty (e.g. 'Y_0', 'Y_1 - Y_0', 'max(Y)')")
-    p = _Parser(spec, toks, n_outputs)
-    return p.objective()
+    call = _CALL.fullmatch(spec)
+    parts = call.group(2).split(",") if call else [spec]
+    if call and [p.strip() for p in parts] == ["Y"]:
+        C, d = np.eye(n_outputs), np.zeros(n_outputs)
+    else:
+        rows = [_linear(p, spec, n_outputs) for p in parts]
+        C, d = np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
+    return Objective(call.group(1) if call else "min", torch.as_tensor(C), torch.as_tensor(d), spec.strip())
 
 
-class _Parser:
-    """Recursive descent over the tokens of an objective string."""
-
-    def __init__(self, text: str, toks: list, n_outputs: int):
-        self.text, self.toks, self.n, self.i = text, toks, n_outputs, 0
-
-    def peek(self) -> tuple[str, str]:
-        return self.toks[self.i] if self.i < len(self.toks) else ("end", "end of text")
-
-    def fail(self, what: str):
-        raise InputError(f"objective '{self.text}': expected {what}, found '{self.peek()[1]}'")
-
-    def expect(self, value: str) -> None:
-        if self.peek()[1] != value:
-            self.fail(f"'{value}'")
-        self.i += 1
-
-    def objective(self) -> Objective:
-        kind, value = self.peek()
-        if kind == "fn":
-            self.i += 1
-            self.expect("(")
-            if self.peek()[0] == "all":
-                self.i += 1
-                C, d = np.eye(self.n), np.zeros(self.n)
-            else:
-                rows = [self.linear()]
-                while self.peek()[1] == ",":
-                    self.i += 1
-                    rows.append(self.linear())
-                C, d = np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
-            self.expect(")")
+def _linear(text: str, spec: str, n: int) -> tuple[np.ndarray, float]:
+    """Coefficients ``(n,)`` and constant of a linear form like ``2*Y_3 - Y_1 + 0.5``."""
+    coeffs, const = np.zeros(n), 0.0
+    body = text.strip()
+    if not body:
+        raise InputError(f"objective '{spec}': empty expression (e.g. 'Y_0', 'Y_1 - Y_0', 'max(Y)')")
+    skip = int(body[0] not in "+-")  # the sign added in front is not the user's
+    body, pos = ("+" * skip) + body, 0
+    while pos < len(body):
+        m = _TERM.match(body, pos)
+        num, star, var, factor = m.groups()[1:] if m else (None,) * 4
+        if m is None or (num is None and var is None) or (star and var is None) or (factor and var is None):
+            raise InputError(f"objective '{spec}': cannot read '{body[pos + skip * (pos == 0):].strip()[:16]}' (expected terms "
+                             "like 2*Y_3, Y_0 or a number, joined by + and -)")
+        value = (-1.0 if m.group(1) == "-" else 1.0) * float(num or 1.0) * float(factor or 1.0)
+        if not math.isfinite(value):
+            raise InputError(f"objective '{spec}': a coefficient is not finite")
+        if var is None:
+            const += value
+        elif int(var) >= n:
+            raise InputError(f"objective '{spec}': output Y_{var} out of range (the model has {n} outputs)")
         else:
-            c, c0 = self.linear()
-            C, d, value = c[None], np.array([c0]), "min"
-        if self.peek()[0] != "end":
-            self.fail("end of objective")
-        return Objective(value, torch.as_tensor(C), torch.as_tensor(d), self.text.strip())
-
-    def linear(self) -> tuple[np.ndarray, float]:
-        coeffs, const = np.zeros(self.n), 0.0
-        while True:
-            sign = 1.0
-            while self.peek()[1] in "+-" and self.peek()[0] == "op":
-                sign = -sign if self.peek()[1] == "-" else sign
-                self.i += 1
-            c, k = self.term()
-            if k is None:
-                const += sign * c
-            else:
-                coeffs[k] += sign * c
-            if self.peek()[1] not in ("+", "-"):
-                return coeffs, const
-
-    def term(self) -> tuple[float, int | None]:
-        kind, value = self.peek()
-        if kind == "num":
-            self.i += 1
-            c = float(value)
-            if not math.isfinite(c):
-                raise InputError(f"objective '{self.text}': number '{value}' is not finite")
-            if self.peek()[1] != "*":
-                return c, None
-            self.i += 1
-            return c, self.var()
-        k = self.var()
-        if self.peek()[1] == "*":
-            self.i += 1
-            kind, value = self.peek()
-            if kind != "num":
-                self.fail("a number after '*'")
-            self.i += 1
-            return float(value), k
-        return 1.0, k
-
-    def var(self) -> int:
-        kind, value = self.peek()
-        if kind != "var":
-            self.fail("Y_<index> or a number")
-        k = int(value[2:])
-        if k >= self.n:
-            raise InputError(f"objective '{self.text}': output Y_{k} out of range (the model has "
-                             f"{self.n} outputs, Y_0..Y_{self.n - 1})")
-        self.i += 1
-        return k
+            coeffs[int(var)] += value
+        pos = m.end()
+    return coeffs, const
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -245,22 +191,20 @@ class _Context:
     """What both searches share: the float64 graph, Jacobian bounder, root box, settings."""
 
     def __init__(self, graph: Graph, lower: torch.Tensor, upper: torch.Tensor, cfg: ReachConfig):
-        self.graph = graph.to(device=cfg.device, dtype=torch.float64)
+        if cfg.intermediate not in INTERMEDIATE_METHODS:
+            raise InputError(f"unknown intermediate bound method '{cfg.intermediate}' "
+                             f"({', '.join(INTERMEDIATE_METHODS)})")
+        try:
+            device = torch.device(cfg.device)
+        except RuntimeError:
+            raise InputError(f"unknown device '{cfg.device}' (cpu, cuda, cuda:N)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device '{cfg.device}' requested but CUDA is not available")
+        self.graph = graph.to(device=device, dtype=torch.float64)
         self.jacobian = JacobianBounds(self.graph)
-        self.cfg, self.bounds_cfg = cfg, BoundsConfig()
-        self.lower, self.upper = lower.to(self.graph.device), upper.to(self.graph.device)
+        self.cfg = cfg
+        self.lower, self.upper = lower.to(device), upper.to(device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-
-
-def _spec_lower(graph: Graph, C: torch.Tensor, bounds: dict, region: Region) -> torch.Tensor:
-    """CROWN lower bounds of ``C · y`` ``(B, R)``: the best of the default relaxation and of
-    all lower slopes at 0 and at 1 (three one-row backward passes)."""
-    best = spec_bounds(graph, C, bounds, region)
-    for fill in (0.0, 1.0):
-        alphas = {n.name: torch.full((C.shape[0], C.shape[1], *n.out_shape), fill, dtype=C.dtype, device=C.device)
-                  for n in graph.nodes if isinstance(graph.ops[n.name], Activation) and graph.ops[n.name].alpha_shape_ok()}
-        best = torch.maximum(best, spec_bounds(graph, C, bounds, region, alphas))
-    return best
 
 
 def float32_inside(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,12 +256,8 @@ class _Search:
         R = C.shape[1]
         region = Region(lo.reshape(B, *g.input_full_shape), hi.reshape(B, *g.input_full_shape))
         with torch.no_grad():
-            if self.ctx.cfg.intermediate == "forward":
-                bounds = preactivation_boxes(g, region)
-            else:
-                bounds = intermediate_bounds(g, region, self.ctx.bounds_cfg,
-                                             use_crown=self.ctx.cfg.intermediate == "crown")
-            crown = _spec_lower(g, C, bounds, region) + self.obj.d.to(lo)
+            crown, bounds = crown_row_bounds(g, C, region, self.ctx.cfg.intermediate)
+            crown = crown + self.obj.d.to(lo)
             G = self.ctx.jacobian(C, bounds)
             anchor, ok = float32_inside(minimising_anchor(G, lo, hi), lo[:, None], hi[:, None])
             rows = self.obj.rows(g.forward_flat(anchor.reshape(B * R, n))).reshape(B, R, R)

@@ -82,12 +82,16 @@ def plot_boxes(lows: np.ndarray, highs: np.ndarray, bounds: np.ndarray, dims: tu
 
 def plot_images(x: np.ndarray, centre: np.ndarray | None, shape: tuple[int, ...]) -> str:
     """The counterexample as an image next to the region centre and their difference."""
+    both = np.concatenate([x, x if centre is None else centre])
+    span = (float(both.min()), float(both.max()))
+
     def show(ax, v, title, cmap="gray"):
         img = v.reshape(shape)
-        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+        img = img.reshape(img.shape[-2:]) if img.ndim == 2 or img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+        lim = (-float(np.abs(v).max()) - 1e-12, float(np.abs(v).max()) + 1e-12) if cmap == "coolwarm" else span
         if img.ndim == 3:
-            img = (img - img.min()) / max(float(np.ptp(img)), 1e-12)
-        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, interpolation="nearest")
+            img = np.clip((img - lim[0]) / max(lim[1] - lim[0], 1e-12), 0, 1)
+        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=lim[0], vmax=lim[1], interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
 
@@ -156,7 +160,8 @@ def _question(r: dict) -> list[Block]:
     ps = p.get("summary") or {}
     out.append(("kv", [("property", p.get("path") or f"embedded ({p.get('source', '')})"),
                        ("property SHA-256", p.get("sha256", "in the sidecar")),
-                       ("cases (input regions)", ps.get("n_cases")), ("meta", _fmt(ps.get("meta") or {}))]))
+                       ("cases (input regions)", ps.get("n_cases"))]
+                + ([("query", _fmt(ps["meta"]))] if ps.get("meta") else [])))
     rows = [[i, c["disjuncts"], sum(c["rows"]), f"[{c['input_min']:.6g}, {c['input_max']:.6g}]",
              f"{c['width_min']:.4g} / {c['width_mean']:.4g} / {c['width_max']:.4g}", c["fixed_inputs"],
              "" if c.get("l2_radius") is None else f"{c['l2_radius']:.6g}"] for i, c in enumerate(ps.get("cases", [])[:50])]

@@ -350,6 +350,35 @@ def write_verify_report(path, result, model_path, property_path, config, graph, 
     return write_report(path, report, arrays)
 
 
+def report_name(onnx: str, vnnlib: str) -> str:
+    """File name of a bench row's report: ``<onnx stem>__<vnnlib stem>.json`` (path separators
+    and other unsafe characters become ``_``)."""
+    import re
+
+    def stem(p: str) -> str:
+        name = str(Path(p).with_suffix("")) if p.endswith((".onnx", ".vnnlib")) else p
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "x"
+
+    return f"{stem(onnx)}__{stem(vnnlib)}.json"
+
+
+def write_bench_report(folder, bench_dir, onnx: str, vnnlib: str, result, config, graph, prop,
+                       started: float) -> str:
+    """Write one bench row's report into ``folder``; returns ``""`` or a note for the row's
+    reason when the report could not be written (the verdict stands either way)."""
+    import time
+
+    from verifier.errors import VerifierError
+
+    path = Path(folder) / report_name(onnx, vnnlib)
+    try:
+        write_verify_report(path, result, Path(bench_dir) / onnx, Path(bench_dir) / vnnlib, config, graph, prop,
+                            started, time.time())
+    except (OSError, VerifierError) as e:
+        return f" (report not written: {getattr(e, 'strerror', None) or e})"
+    return ""
+
+
 def load_report(path: str | os.PathLike) -> dict:
     """The JSON of a report; :class:`InputError` when it is not a report of this schema."""
     try:
