@@ -348,9 +348,6 @@ def test_hand_built_conv_graph_method_ordering(half_width: float, make_onnx) -> 
                                            for m, (lb, ub) in bounds.items()})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG bounds/api.bounds_for_boxes: the final CROWN / alpha-CROWN bounds are "
-                   "not intersected with the IBP bounds computed in the same call, so method='crown' can be "
-                   "looser than method='ibp' (here on Sigmoid/Tanh/Mul/Div/Softmax/Sin/Clip/Cos)")
 def test_crown_never_looser_than_ibp_on_the_mixed_graph(make_onnx) -> None:
     prob = _hand_built_problem(_mixed_nonlinear_graph, 0.05, make_onnx)
     bounds = {m: verifier.compute_bounds(prob.graph, prob.lower, prob.upper, method=m, config=FAST_ALPHA)

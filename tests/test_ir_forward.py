@@ -3,7 +3,9 @@
 Every ONNX file of the shipped models and of the VNN-COMP benchmarks, and a hand-built graph
 for every ONNX op the importer lowers (several attribute variants each, opsets 13 and 17 and
 older attribute spellings), is run on random inputs by onnxruntime one sample at a time with
-the file's declared input shape, and by our :class:`Graph` on the whole batch.
+the file's declared input shape, and by our :class:`Graph` on the whole batch. The float64
+graph is compared with a float64 copy of the ONNX model, run by onnxruntime or, where it has
+no float64 kernel (Conv, pooling), by the onnx reference evaluator.
 """
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytest
-import torch
 import onnx
 import onnxruntime as ort
+import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -261,7 +263,8 @@ def _shape_ops() -> dict[str, Spec]:
                        (1, 3, 2)),
         "Slice_negative_steps_axes": Spec([n("Slice", ["x", "st", "en", "ax", "sp"])], (1, 4, 6), None,
                                           {"st": i64(-1, 1), "en": i64(-100, 5), "ax": i64(2, 1), "sp": i64(-2, 2)}),
-        "Slice_defaults": Spec([n("Slice", ["x", "st", "en"])], (1, 4, 6), None, {"st": i64(0, 1, 2), "en": i64(1, 3, 9)}),
+        "Slice_defaults": Spec([n("Slice", ["x", "st", "en"])], (1, 4, 6), None,
+                               {"st": i64(0, 1, 2), "en": i64(1, 3, 9)}),
         "Slice_attrs_opset9": Spec([n("Slice", ["x"], starts=[1], ends=[3], axes=[2])], (1, 4, 6), opset=9),
         "Split_sizes_input": Spec([n("Split", ["x", "sp"], ["a", "b"], axis=2), n("Sub", ["a", "b"])], (1, 2, 6),
                                   None, {"sp": i64(5, 1)}),
@@ -300,7 +303,8 @@ def _misc() -> dict[str, Spec]:
                                      n("Reshape", ["x", "tgt"])], (1, 2, 3, 4), (1, 24),
                                     {"zero": np.asarray(0, np.int64), "ax0": i64(0), "m1": i64(-1)}),
         "Shape_chain_opset11": Spec([n("Shape", ["x"], ["sh"]), n("Gather", ["sh", "one"], ["c"], axis=0),
-                                     n("Unsqueeze", ["c"], ["c1"], axes=[0]), n("Concat", ["one1", "c1", "m1"], ["t"], axis=0),
+                                     n("Unsqueeze", ["c"], ["c1"], axes=[0]),
+                                     n("Concat", ["one1", "c1", "m1"], ["t"], axis=0),
                                      n("Reshape", ["x", "t"])], (1, 2, 3, 4), (1, 2, 12),
                                     {"one": np.asarray(1, np.int64), "one1": i64(1), "m1": i64(-1)}, opset=11),
     }
@@ -314,17 +318,8 @@ SPECS = all_specs()
 PARAMS = [(name, op) for name, s in SPECS.items() for op in ((s.opset,) if s.opset else (13, 17))]
 IDS = [f"{a}-op{b}" for a, b in PARAMS]
 
-AVGPOOL_F64 = pytest.mark.xfail(strict=True, reason="BUG lowering_nn._average_pool: the divisor map comes from a "
-                                "float32 onnxruntime run, so count_include_pad=1 averages are only float32-exact "
-                                "in a float64 graph (relative error ~3e-8)")
-GLOBAL_AVGPOOL = pytest.mark.xfail(strict=True, raises=Exception, reason="BUG lowering_nn._global_average_pool "
-                                   "emits Reduce without out_shape; Reduce.forward reshapes to the empty shape ()")
-OLD_OPSET_FOLD = pytest.mark.xfail(strict=True, raises=Exception, reason="BUG onnx_import.Importer._evaluate_constant "
-                                   "folds a node with ReferenceEvaluator(node), i.e. the latest opset: an opset-11 "
-                                   "Unsqueeze with an 'axes' attribute fails to fold")
-KNOWN_BUGS = {"GlobalAveragePool": [GLOBAL_AVGPOOL], "Shape_chain_opset11": [OLD_OPSET_FOLD]}
-KNOWN_BUGS_F64 = {"AveragePool_pads_cip1": [AVGPOOL_F64], "AveragePool_ceil_cip1": [AVGPOOL_F64],
-                  **KNOWN_BUGS}
+KNOWN_BUGS: dict = {}
+KNOWN_BUGS_F64: dict = {}
 
 
 def _params(bugs: dict) -> list:
@@ -382,9 +377,6 @@ def test_shape_arithmetic_is_folded_away(make_onnx: Callable) -> None:
     assert graph.output_shape == (24,)
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason="BUG onnx_import.Importer._graph_output: a graph whose "
-                   "output is the input itself (Identity/Dropout/Cast only) is refused as 'does not depend on "
-                   "the input'")
 def test_identity_only_model_imports(make_onnx: Callable) -> None:
     path = make_onnx([n("Identity", ["x"])], [("x", (1, 3))], [("y", (1, 3))])
     graph = api.load_model(path)

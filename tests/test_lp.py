@@ -165,6 +165,20 @@ def test_lp_tightening_sound_and_no_looser(nets):
     assert np.all(lb1 >= lb0 - 1e-6) and np.all(ub1 <= ub0 + 1e-6)
 
 
+def test_lp_bounds_for_a_batch_of_boxes(nets):
+    path = nets["wide"]
+    graph = api.load_model(path)
+    boxes = [_box(graph.n_inputs, s, half=0.4) for s in (11, 12)]
+    lo = torch.as_tensor(np.stack([b[0] for b in boxes]))
+    hi = torch.as_tensor(np.stack([b[1] for b in boxes]))
+    lb, ub = api.compute_bounds(graph, lo, hi, method="lp")
+    assert lb.shape == ub.shape == (2, graph.n_outputs)
+    for i, (a, b) in enumerate(boxes):
+        ys = ort_forward(path, _samples(a, b, n=3000))
+        assert np.all(lb[i].numpy() <= ys.min(0) + _tol(ys.min(0)))
+        assert np.all(ub[i].numpy() >= ys.max(0) - _tol(ys.max(0)))
+
+
 def test_lp_bounds_with_another_solver(nets):
     from verifier.engines.lp import lp_spec_bounds
 
@@ -178,6 +192,30 @@ def test_lp_bounds_with_another_solver(nets):
     ys = ort_forward(path, _samples(lo, hi))
     assert np.all(lb[0].numpy() <= ys.min(0) + _tol(ys.min(0)))
     assert np.all(ub[0].numpy() >= ys.max(0) - _tol(ys.max(0)))
+
+
+# ---- exact affine maps -----------------------------------------------------------------------
+def test_affine_maps_reproduce_every_affine_op():
+    """``M x + offset`` read off by :func:`affine_map` equals the op's forward pass for every
+    affine op instance of the registry test (Conv, ConvTranspose, Pad, Select, Concat, ...)."""
+    from test_ops_registry import INSTANCES
+    from verifier.engines.lp_ops import affine_map
+    from verifier.ops import Affine, make_op
+
+    seen = set()
+    for name, instances in INSTANCES.items():
+        for inst in instances:
+            op = make_op(inst.node, torch.float64, torch.device("cpu"))
+            if not isinstance(op, Affine):
+                continue
+            seen.add(name)
+            mats, offset = affine_map(op, inst.in_shapes)
+            g = torch.Generator().manual_seed(3)
+            xs = [torch.randn(1, *s, generator=g, dtype=torch.float64) for s in inst.in_shapes]
+            want = op.forward(*xs).reshape(-1).numpy()
+            got = sum(M @ x.reshape(-1).numpy() for M, x in zip(mats, xs)) + offset
+            assert np.allclose(got, want, atol=1e-10), name
+    assert {"Linear", "Conv", "ConvTranspose", "Pad", "Select", "Concat", "Transpose"} <= seen
 
 
 # ---- MILP optima -----------------------------------------------------------------------------

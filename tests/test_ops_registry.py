@@ -65,8 +65,10 @@ def _affine_instances() -> dict[str, list[Instance]]:
                   Instance(node("Scale", (2, 3), params={"b": _t(2, 3)}), [(2, 3)])],
         "Add": [Instance(node("Add", (3, 4), 2), [(3, 4), (1, 4)]),
                 Instance(node("Add", (3, 4), 2), [(4,), (3, 4)])],
-        "Reduce": [Instance(node("Reduce", (3, 1, 2), attrs={"axes": [2], "keepdims": True, "mean": False}), [(3, 4, 2)]),
-                   Instance(node("Reduce", (4,), attrs={"axes": [1, 3], "keepdims": False, "mean": True}), [(3, 4, 2)])],
+        "Reduce": [Instance(node("Reduce", (3, 1, 2), attrs={"axes": [2], "keepdims": True, "mean": False}),
+                            [(3, 4, 2)]),
+                   Instance(node("Reduce", (4,), attrs={"axes": [1, 3], "keepdims": False, "mean": True}),
+                            [(3, 4, 2)])],
         "Reshape": [Instance(node("Reshape", (6, 4)), [(2, 3, 4)])],
         "Transpose": [Instance(node("Transpose", (4, 2, 3), attrs={"perm": [0, 3, 1, 2]}), [(2, 3, 4)])],
         "Select": [Instance(node("Select", (4, 4), attrs={"axis": 2},
@@ -320,9 +322,6 @@ def test_affine_interval_is_the_exact_range(name: str) -> None:
         torch.testing.assert_close(hi.reshape(-1), mid + J.abs() @ radii, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG ops/activations._piecewise_linear_relu: on unstable intervals narrower "
-                   "than _TINY=1e-7 the chord slope divides by the clamped width 1e-7, so the upper line passes "
-                   "below relu(hi) (by up to ~1e-7 absolute)")
 def test_relu_upper_line_on_a_very_narrow_unstable_interval() -> None:
     lo = torch.tensor([-6.0e-8], dtype=F64)
     hi = torch.tensor([2.0e-8], dtype=F64)

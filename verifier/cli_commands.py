@@ -154,5 +154,11 @@ from verifier.cli_evidence import register_check, register_report  # noqa: E402
 
 from verifier.cli_reach import register_reach  # noqa: E402  (imports only the standard library)
 
+def register_bounds_bench(sub) -> None:
+    from verifier.bounds.benchmark import register
+
+    register(sub)
+
+
 REGISTRARS = [register_verify, register_bounds, register_info, register_bench, register_certify,
-              register_check, register_report, register_reach]
+              register_check, register_report, register_reach, register_bounds_bench]

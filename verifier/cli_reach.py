@@ -69,6 +69,9 @@ def report(result, region_name: str, n_cases: int) -> str:
     for name, end, attained in (("min", result.min, "upper"), ("max", result.max, "lower")):
         state = "converged" if end.converged else "not converged"
         lines.append(f"{name} in [{end.lower:.9g}, {end.upper:.9g}]  gap {end.gap:.3g}  {state}")
+        if end.witness is None:
+            lines.append("  no witness: the region holds no float32 input")
+            continue
         ort = "n/a" if end.witness_value is None else f"{end.witness_value:.9g}"
         lines.append(f"  witness ({attained} end; onnxruntime value {ort}): "
                      + np.array2string(end.witness.reshape(-1), precision=9, threshold=20,

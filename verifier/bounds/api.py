@@ -32,12 +32,11 @@ def bounds_for_boxes(model: Graph, lower: torch.Tensor, upper: torch.Tensor, met
     R = C.shape[1]
     with torch.no_grad():
         bounds = intermediate_bounds(model, region, config, use_crown=method != "ibp")
-        if method == "ibp":
-            lb = interval_spec_bounds(model, both, bounds)
-        else:
-            lb = spec_bounds(model, both, bounds, region)
+        lb = interval_spec_bounds(model, both, bounds)
+        if method != "ibp":
+            lb = torch.maximum(lb, spec_bounds(model, both, bounds, region))
     if method == "alpha-crown":
-        lb = alpha_spec_bounds(model, both, bounds, region, config, deadline, start=lb)
+        lb = torch.maximum(lb, alpha_spec_bounds(model, both, bounds, region, config, deadline))
     return lb[:, :R].detach(), -lb[:, R:].detach()
 
 

@@ -3,7 +3,8 @@
 For rows ``C`` (objective ``C_r · y``) and a batch of input boxes, :class:`JacobianBounds`
 walks the graph backward carrying an interval ``[G_lo, G_hi]`` of the coefficients of every
 value (shape ``(B, R, *shape)``): affine ops map the centre with their exact transpose and the
-radius with the transpose of ``|L|`` (the op rebuilt with absolute parameters); elementwise
+radius with the transpose of ``|L|`` (weight ops rebuilt with absolute parameters, any other
+affine op through a vector-Jacobian product of its own ``abs_linear``); elementwise
 activations multiply by an interval of their derivative over the pre-activation box (interval
 product). The result encloses the (Clarke generalised) gradient of ``C_r · y`` at every point
 of the box, so by Lebourg's mean value theorem, for any anchor ``a`` and any ``x`` in the box,
@@ -33,6 +34,7 @@ from verifier.ops.base import Activation, Affine, Box, Op
 Interval = tuple[torch.Tensor, torch.Tensor]
 
 INTERMEDIATE_METHODS = ("forward", "crown", "ibp")
+_WEIGHT_OPS = ("Linear", "Conv", "ConvTranspose", "Scale")  # |L| is the op with |parameters|
 SUPPORTED_ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Sin", "Cos", "Clip")
 
 
@@ -48,7 +50,7 @@ class JacobianBounds:
         self.abs_ops: dict[str, Op] = {}
         for node in graph.nodes:
             op = graph.ops[node.name]
-            if isinstance(op, Affine) and any(p.is_floating_point() for p in node.params.values()):
+            if isinstance(op, Affine) and node.op in _WEIGHT_OPS:
                 params = {k: (v.abs() if v.is_floating_point() else v) for k, v in node.params.items()}
                 self.abs_ops[node.name] = make_op(dataclasses.replace(node, params=params),
                                                   graph.dtype, graph.device)
@@ -96,8 +98,21 @@ class JacobianBounds:
             return [(o, o) for o in outs]
         centre, radius = (lo + hi) / 2, (hi - lo) / 2
         c_in, _ = op.backward(centre, shapes)
-        r_in, _ = self.abs_ops.get(name, op).backward(radius, shapes)
+        if name in self.abs_ops:
+            r_in, _ = self.abs_ops[name].backward(radius, shapes)
+        elif type(op).abs_linear is Affine.abs_linear:  # no negative coefficients: |L| = L
+            r_in, _ = op.backward(radius, shapes)
+        else:
+            r_in = _abs_transpose(op, radius, shapes)
         return [(c - r, c + r) for c, r in zip(c_in, r_in)]
+
+
+def _abs_transpose(op: Affine, A: torch.Tensor, in_shapes: list) -> list[torch.Tensor]:
+    """``|L|^T A`` for ``A`` ``(B, R, *out)`` by a vector-Jacobian product of ``op.abs_linear``."""
+    B, R = A.shape[:2]
+    zeros = [torch.zeros(B * R, *s, dtype=A.dtype, device=A.device) for s in in_shapes]
+    _, vjp = torch.func.vjp(lambda *xs: op.abs_linear(*xs), *zeros)
+    return [g.reshape(B, R, *s) for g, s in zip(vjp(A.reshape(B * R, *A.shape[2:])), in_shapes)]
 
 
 def _accumulate(pending: dict[str, Interval], name: str, part: Interval) -> None:

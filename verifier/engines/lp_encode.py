@@ -220,7 +220,8 @@ class LinearModel:
 
 class HighsLP:
     """Many LPs over one :class:`System` (integrality dropped) that differ only in their cost,
-    solved by HiGHS directly: each solve restarts from the previous optimal basis. Multipliers
+    solved by HiGHS directly: the first by dual simplex, every later one by primal simplex from
+    the previous optimal basis (still feasible under a new cost). Multipliers
     follow :class:`LinearModel`'s convention (``le_dual >= 0``)."""
 
     def __init__(self, system: System):
@@ -228,7 +229,6 @@ class HighsLP:
 
         self.h, self.system = highspy.Highs(), system
         self.h.setOptionValue("output_flag", False)
-        self.h.setOptionValue("simplex_strategy", 4)  # primal simplex: a new cost keeps the basis feasible
         inf = highspy.kHighsInf
         A = sp.vstack([system.A_eq, system.A_le]).tocsc()
         self.m_eq = system.A_eq.shape[0]
@@ -249,6 +249,7 @@ class HighsLP:
         self.h.changeColsCost(self.system.n, self.cols, np.asarray(cost, np.float64))
         self.h.setOptionValue("time_limit", max(0.9 * float(seconds) - 0.1, 1e-2))
         self.h.run()
+        self.h.setOptionValue("simplex_strategy", 4)  # later costs start from a primal feasible basis
         name = self.h.getModelStatus().name
         status = {"kOptimal": "optimal", "kInfeasible": "infeasible"}.get(name, name)
         if status != "optimal":

@@ -190,7 +190,8 @@ class ReachResult:
 class _Context:
     """What both searches share: the float64 graph, Jacobian bounder, root box, settings."""
 
-    def __init__(self, graph: Graph, lower: torch.Tensor, upper: torch.Tensor, cfg: ReachConfig):
+    def __init__(self, graph: Graph, lower: torch.Tensor, upper: torch.Tensor, cfg: ReachConfig,
+                 deadline: float):
         if cfg.intermediate not in INTERMEDIATE_METHODS:
             raise InputError(f"unknown intermediate bound method '{cfg.intermediate}' "
                              f"({', '.join(INTERMEDIATE_METHODS)})")
@@ -202,7 +203,7 @@ class _Context:
             raise InputError(f"device '{cfg.device}' requested but CUDA is not available")
         self.graph = graph.to(device=device, dtype=torch.float64)
         self.jacobian = JacobianBounds(self.graph)
-        self.cfg = cfg
+        self.cfg, self.deadline = cfg, deadline
         self.lower, self.upper = lower.to(device), upper.to(device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
@@ -266,7 +267,8 @@ class _Search:
             h, lip = lipschitz_constants(G)
         self.bounded += B
         self._offer(anchor.reshape(B * R, n), self.obj.reduce(rows).reshape(-1), ok.reshape(-1))
-        influence = (h * (hi - lo)[:, None]).amax(1)
+        width = (hi - lo)[:, None]
+        influence = torch.where(width > 0, torch.nan_to_num(h * width, nan=math.inf), -1.0).amax(1)
         return self.obj.reduce(lb_rows), influence.argmax(-1), lip.amax(-1)
 
     def _descend(self, lo: torch.Tensor, hi: torch.Tensor, steps: int, random: bool = False):
@@ -284,7 +286,7 @@ class _Search:
             v = self.obj.value(self.ctx.graph.forward_flat(x))
             better = v.detach() < best_v
             best_x[better], best_v[better] = x.detach()[better], v.detach()[better]
-            if s == steps:
+            if s == steps or time.monotonic() >= self.ctx.deadline:
                 break
             (grad,) = torch.autograd.grad(v.sum(), x)
             size = half * (0.25 * (1 + math.cos(math.pi * s / steps)) + 0.01)
@@ -302,22 +304,20 @@ class _Search:
     def step(self, retire_at: Callable[[], float]) -> None:
         """Split the ``batch`` boxes with the lowest bounds and bound their children."""
         t0 = time.monotonic()
-        k = min(self.batch, self.lb.numel())
-        idx = torch.topk(self.lb, k, largest=False).indices
+        idx = torch.topk(self.lb, min(self.batch, self.lb.numel()), largest=False).indices
         keep = torch.ones_like(self.lb, dtype=torch.bool)
         keep[idx] = False
-        lo, hi, dim, parent_lb = self.lo[idx], self.hi[idx], self.dim[idx], self.lb[idx]
-        rows = torch.arange(k, device=lo.device)
-        mid = (lo[rows, dim] + hi[rows, dim]) / 2
-        lo_right, hi_left = lo.clone(), hi.clone()
-        lo_right[rows, dim], hi_left[rows, dim] = mid, mid
-        lo_c, hi_c = torch.cat([lo, lo_right]), torch.cat([hi_left, hi])
-        if self.ctx.cfg.local_steps:
-            self._offer(*self._descend(lo_c, hi_c, self.ctx.cfg.local_steps))
-        lb_c, dim_c, _ = self._bound(lo_c, hi_c)
-        lb_c = torch.maximum(lb_c, parent_lb.repeat(2))  # a child's minimum is at least its parent's
-        self.lo, self.hi = torch.cat([self.lo[keep], lo_c]), torch.cat([self.hi[keep], hi_c])
-        self.lb, self.dim = torch.cat([self.lb[keep], lb_c]), torch.cat([self.dim[keep], dim_c])
+        lo_c, hi_c, parent_lb, atomic = _bisect(self.lo[idx], self.hi[idx], self.dim[idx], self.lb[idx])
+        if bool(atomic.any()):  # boxes too thin to split: their bound is final
+            self.floor = min(self.floor, float(self.lb[idx][atomic].min()))
+        self.lo, self.hi, self.lb, self.dim = self.lo[keep], self.hi[keep], self.lb[keep], self.dim[keep]
+        if lo_c.shape[0]:
+            if self.ctx.cfg.local_steps:
+                self._offer(*self._descend(lo_c, hi_c, self.ctx.cfg.local_steps))
+            lb_c, dim_c, _ = self._bound(lo_c, hi_c)
+            lb_c = torch.maximum(lb_c, parent_lb)  # a child's minimum is at least its parent's
+            self.lo, self.hi = torch.cat([self.lo, lo_c]), torch.cat([self.hi, hi_c])
+            self.lb, self.dim = torch.cat([self.lb, lb_c]), torch.cat([self.dim, dim_c])
         self._retire(retire_at())
         self.history.append((time.monotonic() - self.started, self.lower, self.best_value))
         took = time.monotonic() - t0
@@ -333,6 +333,19 @@ class _Search:
             self.floor = min(self.floor, float(self.lb[done].min()))
             keep = ~done
             self.lo, self.hi, self.lb, self.dim = self.lo[keep], self.hi[keep], self.lb[keep], self.dim[keep]
+
+
+def _bisect(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor, lb: torch.Tensor):
+    """Halves of boxes ``(K, n)`` along ``dim`` ``(K,)``: children ``(2K', n)`` twice, their
+    parents' bounds ``(2K',)`` and the mask ``(K,)`` of boxes too thin to split."""
+    rows = torch.arange(lo.shape[0], device=lo.device)
+    mid = (lo[rows, dim] + hi[rows, dim]) / 2
+    atomic = (mid <= lo[rows, dim]) | (mid >= hi[rows, dim])
+    lo, hi, dim, lb, mid = lo[~atomic], hi[~atomic], dim[~atomic], lb[~atomic], mid[~atomic]
+    rows = torch.arange(lo.shape[0], device=lo.device)
+    lo_right, hi_left = lo.clone(), hi.clone()
+    lo_right[rows, dim], hi_left[rows, dim] = mid, mid
+    return torch.cat([lo, lo_right]), torch.cat([hi_left, hi]), lb.repeat(2), atomic
 
 
 # ---- drivers -------------------------------------------------------------------------------
@@ -351,7 +364,7 @@ def reach_range(graph: Graph, lower, upper, objective, tolerance: float = 1e-3, 
     obj = parse_objective(objective, graph.n_outputs)
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise InputError(f"tolerance must be a finite number >= 0, got {tolerance}")
-    ctx = _Context(graph, *_root_box(graph, lower, upper), cfg)
+    ctx = _Context(graph, *_root_box(graph, lower, upper), cfg, deadline)
     low, high = _Search(ctx, obj, started), _Search(ctx, obj.negated(), started)
 
     def tol() -> float:
@@ -379,15 +392,17 @@ def reach_range(graph: Graph, lower, upper, objective, tolerance: float = 1e-3, 
 
 def _extremum(search: _Search, obj: Objective, runner: OnnxRunner | None, graph: Graph, tol: float,
               negate: bool) -> Extremum:
-    """One end of the range in the user's sign, with the witness re-run by onnxruntime."""
-    x = search.best_x.double().cpu().numpy()
-    value = None
-    if runner is not None:
-        value = float(obj.value(torch.as_tensor(runner.run(x[None])))[0])
+    """One end of the range in the user's sign, with the witness re-run by onnxruntime (no
+    witness, and an infinite inner end, when the region holds no float32 point)."""
+    witness, value = None, None
+    if search.best_x is not None:
+        witness = search.best_x.double().cpu().numpy().astype(np.float32)
+        if runner is not None:
+            value = float(obj.value(torch.as_tensor(runner.run(witness[None])))[0])
+        witness = witness.reshape(graph.input_shape)
     lo, up = search.lower, search.best_value
     history = [(t, -u, -l) for t, l, u in search.history] if negate else list(search.history)
-    return Extremum(-up if negate else lo, -lo if negate else up, x.astype(np.float32).reshape(graph.input_shape),
-                    value, search.gap <= tol, history)
+    return Extremum(-up if negate else lo, -lo if negate else up, witness, value, search.gap <= tol, history)
 
 
 def reach_check(graph: Graph, region, objective, threshold: float, timeout: float = 60.0,
@@ -406,7 +421,7 @@ def reach_check(graph: Graph, region, objective, threshold: float, timeout: floa
         if region.l2_center is not None:
             raise UnsupportedError("reach works on boxes; this region has an L2 ball")
         region = (region.lower, region.upper)
-    ctx = _Context(graph, *_root_box(graph, *region), cfg)
+    ctx = _Context(graph, *_root_box(graph, *region), cfg, deadline)
     runner = OnnxRunner(graph) if graph.onnx_path else None
     search, goal, tried = _Search(ctx, obj.negated(), started), -float(threshold) + cfg.check_margin, None
     say = _throttled(progress)

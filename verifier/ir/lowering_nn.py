@@ -126,13 +126,16 @@ def _average_pool(imp, node) -> None:
     real = torch.ones(1, *imp.shape(x)[-n - 1:], dtype=torch.float64)
     counts = conv(F.pad(real, pads), torch.ones(channels, 1, *kernel, dtype=torch.float64),
                   stride=strides, dilation=dil, groups=channels).numpy()
-    averaged = _run_single_node(imp, node, x, np.ones).astype(np.float64)
-    divisor = averaged.reshape(imp.shape(summed)) / np.where(counts == 0, 1.0, counts).reshape(imp.shape(summed))
+    averaged = _run_single_node(imp, node, x, np.ones).astype(np.float64).reshape(imp.shape(summed))
+    counts = counts.reshape(imp.shape(summed))
+    # averaged = counted elements / window divisor; the divisor is a whole number of elements
+    whole = np.rint(np.divide(counts, averaged, out=np.ones_like(counts), where=averaged > 0))
+    divisor = np.where(averaged > 0, 1.0 / np.maximum(whole, 1.0), 0.0)
     imp.emit("Scale", [summed], params={"a": divisor}, name=node.output[0], out_shape=imp.shape(summed))
 
 
 def _run_single_node(imp, node, x: str, fill) -> np.ndarray:
-    """onnxruntime's result of this pooling node alone on an input of ``fill`` (zeros/ones)."""
+    """onnxruntime's result of this pooling node alone on a float32 input of ``fill`` (zeros/ones)."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -156,8 +159,9 @@ def _run_single_node(imp, node, x: str, fill) -> np.ndarray:
 def _global_average_pool(imp, node) -> None:
     x = node.input[0]
     rank = len(imp.shape(x))
+    shape = tuple(imp.shape(x)[:2]) + (1,) * (rank - 2)
     imp.emit("Reduce", [x], {"axes": list(range(3, rank + 1)), "keepdims": True, "mean": True},
-             name=node.output[0])
+             name=node.output[0], out_shape=shape)
 
 
 def _max_pool(imp, node) -> None:

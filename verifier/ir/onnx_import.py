@@ -82,8 +82,12 @@ class Importer:
             raise UnsupportedError(f"the model must have exactly one output, it has {len(outputs)}",
                                    path=self.path)
         name = self.resolve(outputs[0].name)
-        if name == input_name or name not in self.shapes:
-            raise UnsupportedError(f"output '{outputs[0].name}' does not depend on the input",
+        if name == input_name:  # the model is the identity: keep one explicit node
+            self.onnx_node = None
+            name = self.emit("Reshape", [input_name], name=f"{input_name}/identity",
+                             out_shape=self.shapes[input_name])
+        if name not in self.shapes:
+            raise UnsupportedError(f"output '{outputs[0].name}' is a constant: it does not depend on the input",
                                    path=self.path)
         self._reorder_for_output(name)
         return name
@@ -152,7 +156,8 @@ class Importer:
         return name
 
     def _fresh(self, op: str) -> str:
-        return f"{self.onnx_node.output[0]}/{op}#{len(self.nodes)}"
+        base = self.onnx_node.output[0] if self.onnx_node is not None else "value"
+        return f"{base}/{op}#{len(self.nodes)}"
 
     def _check_size(self, name: str, shape: tuple[int, ...]) -> None:
         if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
@@ -181,7 +186,7 @@ class Importer:
 
         feeds = {i: self.const(i) for i in node.input if i}
         try:
-            return list(ReferenceEvaluator(node).run(None, feeds))
+            return list(ReferenceEvaluator(_single_node_model(node, feeds, self.model)).run(None, feeds))
         except Exception as e:
             raise self.error(f"cannot fold constant: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                              unsupported=False) from None
@@ -191,6 +196,17 @@ class Importer:
             value = np.asarray(value)
             check_finite(value, f"constant '{name}'", self.path)
             self.consts[name] = value
+
+
+def _single_node_model(node: onnx.NodeProto, feeds: dict, model: onnx.ModelProto) -> onnx.ModelProto:
+    """``node`` alone in a model with the file's opsets, so it is evaluated with the semantics
+    of the opset the file declares."""
+    helper = onnx.helper
+    inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), None)
+              for k, v in feeds.items()]
+    outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
+    graph = helper.make_graph([node], "fold", inputs, outputs)
+    return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version or 8)
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:

@@ -35,9 +35,13 @@ def _piecewise_linear_relu(lo, hi, alpha, neg_slope: float):
     k = (hi - neg_slope * lo) / width  # chord through (lo, s·lo) and (hi, hi)
     k = torch.where(unstable, k, torch.where(active, torch.ones_like(lo), torch.full_like(lo, neg_slope)))
     ub = torch.where(unstable, neg_slope * lo - k * lo, torch.zeros_like(lo))
+    narrow = unstable & ((hi - lo) < _TINY)  # chord too steep to trust: a constant upper line
+    k = torch.where(narrow, torch.zeros_like(lo), k)
+    ub = torch.where(narrow, hi.clamp(min=0), ub)
     if alpha is None:
         alpha = (hi >= -lo).to(lo.dtype)
     a = neg_slope + (1 - neg_slope) * alpha.clamp(0, 1)
+    a = torch.where(narrow, torch.full_like(a, neg_slope), a)
     lw = torch.where(unstable, a, k)
     return lw, torch.zeros_like(lo), k, ub
 
