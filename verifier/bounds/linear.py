@@ -14,6 +14,7 @@ import torch
 
 from verifier.ir.graph import Graph
 from verifier.ops.base import Activation, Affine, Box
+from verifier.ops.nonlinear import MaxPool, maxpool_crown_step, maxpool_has_crown_step
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
                 trace.at_activation[node.name] = A
             alpha = alphas.get(node.name) if alphas else None
             A_in, c = _activation_step(op, A, lo, hi, alpha)
+            const = const + c
+            _accumulate(pending, node.inputs[0], A_in)
+        elif isinstance(op, MaxPool) and maxpool_has_crown_step(op):
+            lo, hi = bounds[node.inputs[0]]
+            A_in, c = maxpool_crown_step(op, A, lo, hi)
             const = const + c
             _accumulate(pending, node.inputs[0], A_in)
         else:

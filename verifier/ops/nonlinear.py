@@ -77,3 +77,53 @@ class MaxPool(Op):
 
     def interval(self, box: Box) -> Box:
         return self.forward(box[0]), self.forward(box[1])
+
+
+def _windows(op: MaxPool, t: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """2-D pooling windows of ``t`` ``(B, *lead, C, H, W)`` (padded with -inf):
+    ``(B·L, C, K, n_windows)`` and the padded spatial size."""
+    k, stride, dil = op.attrs["kernel"], op.attrs["stride"], op.attrs["dilation"]
+    C, H, W = t.shape[-3:]
+    x = t.reshape(-1, C, H, W)
+    if any(op.attrs["pads"]):
+        x = F.pad(x, op.attrs["pads"], value=-torch.inf)
+    cols = F.unfold(x, k, dilation=dil, stride=stride)  # (N, C*K, n_windows)
+    return cols.reshape(x.shape[0], C, k[0] * k[1], -1), tuple(x.shape[-2:])
+
+
+def maxpool_crown_step(op: MaxPool, A: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+    """CROWN step through 2-D max pooling for ``A`` ``(B, R, *out_shape)`` given the input box
+    ``(B, *in_shape)``: returns ``(A_in (B, R, *in_shape), constant (B, R))``.
+
+    Per window the lower line is ``y >= x_j`` with ``j`` the largest lower bound; when ``l_j``
+    is at least every other element's upper bound, ``y = x_j`` exactly; otherwise the upper line
+    is the constant ``max_i u_i``.
+    """
+    B, R = A.shape[:2]
+    lw, pad_shape = _windows(op, lo)
+    uw, _ = _windows(op, hi)
+    j = lw.argmax(dim=2, keepdim=True)  # (N, C, 1, n)
+    others = uw.scatter(2, j, -torch.inf).amax(dim=2)
+    l_max = lw.gather(2, j).squeeze(2)
+    decided = l_max >= others  # (N, C, n)
+    u_max = uw.amax(dim=2)
+    N, C, K, n = lw.shape
+    A_w = A.reshape(B, R, N // B, C, n)
+    A_neg = A_w.clamp(max=0)
+    to_j = torch.where(decided.reshape(B, 1, N // B, C, n), A_w, A_w.clamp(min=0))
+    const = (torch.where(decided.reshape(B, 1, N // B, C, n), torch.zeros_like(A_neg), A_neg)
+             * u_max.reshape(B, 1, N // B, C, n)).flatten(2).sum(-1)
+    cols = torch.zeros(B * R * (N // B), C, K, n, dtype=A.dtype, device=A.device)
+    jj = j.reshape(B, 1, N // B, C, 1, n).expand(B, R, N // B, C, 1, n).reshape(-1, C, 1, n)
+    cols.scatter_(2, jj, to_j.reshape(-1, C, 1, n))
+    folded = F.fold(cols.reshape(cols.shape[0], C * K, n), pad_shape, op.attrs["kernel"],
+                    dilation=op.attrs["dilation"], stride=op.attrs["stride"])
+    pads = op.attrs["pads"]
+    if any(pads):
+        folded = F.pad(folded, [-p for p in pads])
+    return folded.reshape(B, R, *lo.shape[1:]), const
+
+
+def maxpool_has_crown_step(op: MaxPool) -> bool:
+    """Whether the pooling is 2-D (the case :func:`maxpool_crown_step` handles)."""
+    return len(op.attrs["kernel"]) == 2
