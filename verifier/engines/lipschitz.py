@@ -165,7 +165,7 @@ def derivative_interval(op: Op, lo: torch.Tensor, hi: torch.Tensor) -> Interval:
         return torch.exp(lo), torch.exp(hi)
     if isinstance(op, _Periodic):  # d/dx sin(x + p) = sin(x + p + pi/2)
         shift = op.phase + math.pi / 2
-        return torch.cos(lo + op.phase), torch.cos(hi + op.phase)
+        return sine_range(lo + shift, hi + shift)
     if isinstance(op, Clip):
         cmin, cmax = op.attrs["min"], op.attrs["max"]
         inside = (lo >= cmin) & (hi <= cmax)

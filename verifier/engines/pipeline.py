@@ -1,6 +1,7 @@
 """The verification pipeline behind :func:`verifier.verify`."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -35,11 +36,11 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
         stats = {"time": time.monotonic() - started, "cases": len(prop.cases)}
         return Result(status, reason, trail=trail, stats=stats, **kw)
 
-    progress("attack: PGD")
     attack_deadline = min(deadline, started + ATTACK_SHARE * config.timeout)
-    cex = attack(graph, prop.cases, runner, config.attack, attack_deadline, config.seed)
-    trail.append({"engine": "attack", "outcome": "counterexample" if cex else "none found",
-                  "time": time.monotonic() - started})
+    quick = dataclasses.replace(config.attack, rounds=1, steps=min(config.attack.steps, 20),
+                                samples=min(config.attack.samples, 8192))
+    cex = _attack(graph, prop.cases, runner, quick, attack_deadline, config.seed, "attack (quick)", trail,
+                  started, progress)
     if cex is not None:
         return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
     open_cases, leaves, worst = _bound_cases(graph, prop, config, deadline, trail, progress)
@@ -47,6 +48,11 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
     if not open_cases:
         cert = Certificate("sound", "bound propagation", {"leaves": leaves})
         return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
+    attack_deadline = min(deadline, time.monotonic() + ATTACK_SHARE * config.timeout)
+    cex = _attack(graph, [prop.cases[i] for i in open_cases], runner, config.attack, attack_deadline,
+                  config.seed + 1, "attack", trail, started, progress, open_cases)
+    if cex is not None:
+        return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
     if config.bab.enabled and time.monotonic() < deadline:
         from verifier.engines.bab import run_bab
 
@@ -65,6 +71,17 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
     if time.monotonic() >= deadline:
         return finish(Status.TIMEOUT, "time limit reached with cases open", bounds=known)
     return finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds", bounds=known)
+
+
+def _attack(graph, cases, runner, cfg, deadline, seed, name, trail, started, progress, indices=None):
+    """One attack stage over ``cases``; the counterexample names the case in ``prop``."""
+    progress(name)
+    cex = attack(graph, cases, runner, cfg, deadline, seed)
+    if cex is not None and indices is not None:
+        cex = dataclasses.replace(cex, case_index=indices[cex.case_index])
+    trail.append({"engine": name, "outcome": "counterexample" if cex else "none found",
+                  "time": time.monotonic() - started})
+    return cex
 
 
 def _bound_cases(graph, prop, config, deadline, trail, progress):
