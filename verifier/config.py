@@ -13,7 +13,7 @@ class AttackConfig:
     rounds: int = 2             # rounds of restarts (new random starts each round)
     step_fraction: float = 0.25  # first step size as a fraction of the region's half-width
     confirm_top: int = 8        # best candidates re-run with onnxruntime
-    samples: int = 262_144      # uniform samples that seed PGD on low-dimensional inputs
+    samples: int = 65_536       # uniform samples that seed PGD on low-dimensional inputs
     sample_max_dim: int = 16    # ... inputs up to this many dimensions
 
 
@@ -37,7 +37,7 @@ class BabConfig:
     max_domains: int = 200_000   # domain store cap; beyond it the run ends with unknown
     intermediate: str = "crown"  # input split: "crown" or "forward" (cheaper, looser) intermediate bounds
     relu_iterations: int = 20    # α/β optimisation steps per batch of ReLU-split domains
-    input_alpha_iterations: int = 0  # α-CROWN steps on each input-split batch (0: CROWN only)
+    input_alpha_iterations: int = 10  # α-CROWN steps on the open domains of each input-split batch
     input_branching: str = "strong"  # input split: "strong" (try every dimension) or "smear"
 
 

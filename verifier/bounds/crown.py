@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from verifier.bounds.interval import interval_bounds
+from verifier.bounds.adam import Adam
 from verifier.bounds.linear import Region, Trace, backward_bound
 from verifier.config import BoundsConfig
 from verifier.ir.graph import Graph
@@ -138,10 +139,10 @@ def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, ite
     returned ``(B, R)`` bound is recomputed with them."""
     keep_a = {k: v.detach().clone() for k, v in alphas.items()}
     keep_b = {k: v.detach().clone() for k, v in betas.items()}
-    groups = [{"params": list(alphas.values()), "lr": lr}]
+    groups = [(list(alphas.values()), lr)]
     if betas:
-        groups.append({"params": list(betas.values()), "lr": lr / 2})
-    opt = torch.optim.Adam(groups)
+        groups.append((list(betas.values()), lr / 2))
+    opt = Adam(groups)
     for _ in range(iterations):
         if time.monotonic() >= deadline or (done is not None and done(best)):
             break

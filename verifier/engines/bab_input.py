@@ -184,11 +184,10 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
             bounds = intermediate_bounds(g, region, cfg.bounds, fixed=parent_inter)
         lb = spec_bounds(g, s.rows.batch_C(B), bounds, region, trace=trace)
     score = s.rows.worst(lb)
-    if cfg.bab.input_alpha_iterations and bool((score <= cfg.proof_margin).any()):
-        acfg = dataclasses.replace(cfg.bounds, alpha_iterations=cfg.bab.input_alpha_iterations)
-        lb = alpha_spec_bounds(g, s.rows.batch_C(B), bounds, region, acfg, time.monotonic() + 5.0,
-                               done=lambda b: bool((s.rows.worst(b) > cfg.proof_margin).all()))
-        score = torch.maximum(score, s.rows.worst(lb))
+    open_ = torch.nonzero(score <= cfg.proof_margin).flatten()
+    if cfg.bab.input_alpha_iterations and open_.numel():
+        score = score.clone()
+        score[open_] = torch.maximum(score[open_], _alpha_scores(s, bounds, region, open_))
     s.out.domains_bounded += B
     a = trace.A_x.reshape(B, lb.shape[1], -1)[torch.arange(B), s.rows.worst_row(lb)]
     dims = (a.abs() * (hi - lo)).argmax(dim=1)
@@ -204,6 +203,17 @@ PROBE_SAMPLES = 8  # uniform samples evaluated in every open box
 def _probe_rng(like: torch.Tensor) -> torch.Generator:
     """A generator seeded from the boxes themselves: probes are reproducible run to run."""
     return torch.Generator().manual_seed(int(like.shape[0] * 7919 + float(like.sum()) * 1e6) % (2**31))
+
+
+def _alpha_scores(s: _Search, bounds: dict, region: Region, idx: torch.Tensor) -> torch.Tensor:
+    """α-CROWN scores of the domains ``idx`` of a bounded batch (only those still open)."""
+    cfg = s.config
+    sub = {k: (lo[idx], hi[idx]) for k, (lo, hi) in bounds.items()}
+    sub_region = Region(region.lower[idx], region.upper[idx])
+    acfg = dataclasses.replace(cfg.bounds, alpha_iterations=cfg.bab.input_alpha_iterations)
+    lb = alpha_spec_bounds(s.graph, s.rows.batch_C(idx.numel()), sub, sub_region, acfg, time.monotonic() + 5.0,
+                           done=lambda b: bool((s.rows.worst(b) > cfg.proof_margin).all()))
+    return s.rows.worst(lb)
 
 
 def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin):

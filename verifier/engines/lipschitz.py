@@ -12,7 +12,9 @@ of the box, so by Lebourg's mean value theorem, for any anchor ``a`` and any ``x
     C_r·y(x) >= C_r·y(a) + sum_i min([G_lo_i, G_hi_i] · [lo_i - a_i, hi_i - a_i])
 
 (:func:`mean_value_lower`). ``h = max(|G_lo|, |G_hi|)`` bounds each partial derivative, and
-``sum_i h_i`` is a Lipschitz constant of the row over the box for the ℓ∞ input norm.
+``sum_i h_i`` is a Lipschitz constant of the row over the box for the ℓ∞ input norm; with the
+centre as anchor the bound above is ``C_r·y(c) - sum_i h_i·r_i``, and with the anchor moved to
+the minimising end of every coordinate whose gradient has one sign it is never worse.
 No sampling is involved anywhere: every number is a guaranteed bound.
 """
 from __future__ import annotations
@@ -267,7 +269,8 @@ def preactivation_boxes(graph: Graph, region: Region) -> dict[str, Box]:
             lw, lb, uw, ub = op.relax(*bounds[node.inputs[0]])
             funcs[node.name] = _activation_forward(funcs[node.inputs[0]], lw, lb, uw, ub)
         else:
-            funcs[node.name] = (torch.zeros(B, n, *lo.shape[1:], dtype=lo.dtype, device=lo.device), lo) * 2
+            zeros = torch.zeros(B, n, *lo.shape[1:], dtype=lo.dtype, device=lo.device)
+            funcs[node.name] = (zeros, lo, zeros, hi)  # constant functions: the interval bounds
         lc, l0, uc, u0 = funcs[node.name]
         lo = torch.maximum(lo, _extreme(lc, l0, centre, radius, -1))
         hi = torch.minimum(hi, _extreme(uc, u0, centre, radius, 1))

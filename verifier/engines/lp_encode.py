@@ -11,6 +11,7 @@ that holds whatever the solver's tolerances.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -197,13 +198,15 @@ class LinearModel:
         e = A[:, self.cont] @ self.v
         return e + A[:, self.ints] @ self.d if self.d is not None else e
 
-    def solve(self, cost: np.ndarray, seconds: float, options: dict | None = None) -> Solution:
-        """Minimise ``cost · v`` (``cost`` ``(n,)``, zero on binaries) within ``seconds``."""
+    def solve(self, cost: np.ndarray, deadline: float, options: dict | None = None) -> Solution:
+        """Minimise ``cost · v`` (``cost`` ``(n,)``, zero on binaries) until ``deadline``
+        (``time.monotonic()``); the problem is compiled first so the solver gets what is left."""
         self.cost.value = np.asarray(cost, np.float64)[self.cont]
-        opts = {**time_options(self.solver, seconds), **(options or {})}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                self.problem.get_problem_data(solver=self.solver)  # compiled once, then cached
+                opts = {**time_options(self.solver, deadline - time.monotonic()), **(options or {})}
                 self.problem.solve(solver=self.solver, **opts)
         except (cp.error.SolverError, ValueError, ArithmeticError) as e:
             return Solution(f"solver error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
@@ -244,10 +247,10 @@ class HighsLP:
         self.h.passModel(lp)
         self.cols = np.arange(system.n, dtype=np.int32)
 
-    def solve(self, cost: np.ndarray, seconds: float) -> Solution:
-        """Minimise ``cost · v`` within ``seconds``."""
+    def solve(self, cost: np.ndarray, deadline: float) -> Solution:
+        """Minimise ``cost · v`` until ``deadline`` (``time.monotonic()``)."""
         self.h.changeColsCost(self.system.n, self.cols, np.asarray(cost, np.float64))
-        self.h.setOptionValue("time_limit", max(0.9 * float(seconds) - 0.1, 1e-2))
+        self.h.setOptionValue("time_limit", time_options("HIGHS", deadline - time.monotonic())["time_limit"])
         self.h.run()
         self.h.setOptionValue("simplex_strategy", 4)  # later costs start from a primal feasible basis
         name = self.h.getModelStatus().name
@@ -262,7 +265,7 @@ class HighsLP:
 
 def lp_solver(system: System, solver: str):
     """A repeated-LP solver over ``system``: :class:`HighsLP` for HiGHS, else a relaxed
-    :class:`LinearModel`; both have ``solve(cost, seconds) -> Solution``."""
+    :class:`LinearModel`; both have ``solve(cost, deadline) -> Solution``."""
     return HighsLP(system) if solver == "HIGHS" else LinearModel(system, solver, relax=True)
 
 
@@ -380,8 +383,6 @@ def encode_region(graph: Graph, lower: np.ndarray, upper: np.ndarray, l2: tuple 
 def _lp_tightener(solver: str, deadline: float, ball):
     """A ``before`` hook: LP lower and upper bounds (weak-duality safe) of every unstable input
     neuron of a ReLU/LeakyReLU, intersected into the encoding's bounds."""
-    import time
-
     from verifier.ops.activations import LeakyRelu, Relu
 
     def before(enc: Encoding, node: Node) -> None:
@@ -403,7 +404,7 @@ def _lp_tightener(solver: str, deadline: float, ball):
                     break
                 cost = np.zeros(system.n)
                 cost[idx[j]] = sign
-                bound = dual_bound(system, cost, model.solve(cost, deadline - time.monotonic()), x_ball)
+                bound = dual_bound(system, cost, model.solve(cost, deadline), x_ball)
                 if sign > 0:
                     new_lo[j] = max(new_lo[j], bound)
                 else:

@@ -269,7 +269,7 @@ class _Search:
         self._offer(anchor.reshape(B * R, n), self.obj.reduce(rows).reshape(-1), ok.reshape(-1))
         width = (hi - lo)[:, None]
         influence = torch.where(width > 0, torch.nan_to_num(h * width, nan=math.inf), -1.0).amax(1)
-        return self.obj.reduce(lb_rows) + 1e-5, influence.argmax(-1), lip.amax(-1)
+        return self.obj.reduce(lb_rows), influence.argmax(-1), lip.amax(-1)
 
     def _descend(self, lo: torch.Tensor, hi: torch.Tensor, steps: int, random: bool = False):
         """Signed-gradient descent on ``o`` inside each box ``(B, n)`` from its centre (or

@@ -66,7 +66,8 @@ def resolve(entry: dict, report_path: Path, override: str | None, what: str) -> 
 def _check_hash(out: CheckOutcome, name: str, path: Path, expected: str | None) -> bool:
     actual = sha256_file(path)
     return out.add(f"{name} SHA-256", actual == expected,
-                   f"{path}: {actual[:16]}… " + ("matches" if actual == expected else f"!= recorded {str(expected)[:16]}…"))
+                   f"{path}: {actual[:16]}… " + ("matches" if actual == expected
+                                                else f"!= recorded {str(expected)[:16]}…"))
 
 
 def ort_session(path: Path):
@@ -186,8 +187,8 @@ def check_report(path: str, model: str | None = None, prop_override: str | None 
             check_reach(report, arrays, model_path, out)
         else:
             out.add("report kind", False, f"unknown kind {out.kind!r}")
-    except KeyError as e:
-        out.add("report structure", False, f"missing field or array {e}")
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        out.add("report structure", False, f"missing or malformed field or array: {type(e).__name__}: {e}")
     out.check_time = time.monotonic() - started
     vt = (report.get("stats") or {}).get("time")
     out.verify_time = as_float(vt) if vt is not None else None
@@ -205,7 +206,8 @@ def _check_verify(report, report_path, arrays, model_path, prop_override, out: C
         if out.add("sat verdict carries a counterexample", ev.get("kind") == "counterexample"):
             check_counterexample(ev, prop, model_path, out)
     elif verdict == "unsat":
-        if out.add("unsat verdict carries a proof", ev.get("kind") == "proof" and arrays is not None):
+        if out.add("unsat verdict carries a proof", ev.get("kind") == "proof" and arrays is not None,
+                   f"evidence {ev.get('kind')!r} with {ev.get('n_leaves', 0)} leaves"):
             check_proof(report, arrays, prop, model_path, out)
     else:
         out.add("no claim to check", True, f"verdict {verdict}: {report.get('reason', '')}")
@@ -214,6 +216,8 @@ def _check_verify(report, report_path, arrays, model_path, prop_override, out: C
 # ---- proofs ---------------------------------------------------------------------------------
 def check_proof(report: dict, arrays: dict, prop, model_path: Path, out: CheckOutcome) -> None:
     """Coverage of every case by its leaves, and every leaf re-bounded (batched)."""
+    import torch
+
     from verifier.evidence.check_bounds import NotCheckable, SoundBounds
     from verifier.ir.onnx_import import load_onnx
 
@@ -229,7 +233,7 @@ def check_proof(report: dict, arrays: dict, prop, model_path: Path, out: CheckOu
         out.add("ops covered by the independent checker", False, str(e))
         return
     failed = sb.self_test()
-    out.add("affine ops pass the adjoint self-test", not failed, ", ".join(failed) or f"{len(graph.nodes)} nodes")
+    out.add("ops pass the self-test (affine adjoints, pooling lines)", not failed, ", ".join(failed) or f"{len(graph.nodes)} nodes")
     _check_samples(sb, prop, model_path, out)
     by_case: dict[int, list] = {}
     for g in report["evidence"].get("groups") or []:
@@ -238,7 +242,7 @@ def check_proof(report: dict, arrays: dict, prop, model_path: Path, out: CheckOu
             d = _group_data(g, arrays, sb.g, prop.cases[int(g["case"])])
             if out.add(f"leaves {g['prefix']} well formed", not d["problems"], "; ".join(d["problems"][:3])):
                 by_case.setdefault(int(g["case"]), []).append((g, d))
-    with torch_no_grad():
+    with torch.no_grad():
         for c, case in enumerate(prop.cases):
             _check_case(sb, c, case, by_case.get(c, []), margin, out)
 
@@ -252,7 +256,7 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         return
     for g, d in groups:
         if g["kind"] == "region":
-            _leaf_item(out, g, lv.region_scores(sb, case, _arrays(d["alpha"])).numpy(), margin)
+            _leaf_item(out, g, lv.region_scores(sb, case, d["alpha"]).numpy(), margin)
     if "region" in kinds:
         out.add(f"case {c} covered", True, "a leaf bounds the whole region")
         return
@@ -261,11 +265,10 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         alphas = box[0][1]["alpha"] if len(box) == 1 else None
         tree = lv.box_tree(sb, case, np.concatenate([d["lower"] for _, d in box]),
                            np.concatenate([d["upper"] for _, d in box]), margin, alphas)
-        out.add(f"case {c} covered by its {len(tree.leaf_ok)} boxes", tree.covered, tree.detail)
+        out.add(f"case {c} covered by its {sum(len(d['lower']) for _, d in box)} boxes", tree.covered, tree.detail)
         if tree.covered:
-            bad = int((~tree.leaf_ok).sum())
-            out.add(f"case {c}: every box piece re-bounded above the margin {margin:g}", bad == 0,
-                    f"weakest piece score {tree.min_score:.6g}; {bad} leaves with a piece at or below it")
+            out.add(f"case {c}: every box re-bounded above the margin {margin:g}", tree.failed_pieces == 0,
+                    f"weakest score {tree.min_score:.6g}; {tree.failed_pieces} pieces at or below it")
     split = [(g, d) for g, d in groups if g["kind"] == "split"]
     if split:
         ok, note = lv.splits_cover([s for _, d in split for s in d["splits"]])
@@ -275,23 +278,11 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
             _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"]).numpy(), margin)
 
 
-def _arrays(d: dict) -> dict:
-    import torch
-
-    return {k: torch.as_tensor(v) for k, v in d.items()}
-
-
 def _leaf_item(out: CheckOutcome, g: dict, scores: np.ndarray, margin: float) -> None:
     bad = int(np.sum(~(scores > margin)))
     out.add(f"leaves {g['prefix']} (case {g['case']}, {g['method']}, {len(scores)}) re-bounded above "
             f"the margin {margin:g}", bad == 0,
             f"recomputed min {float(scores.min()):.6g} (recorded min {g.get('bound_min')}); {bad} at or below")
-
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()
 
 
 def _check_samples(sb, prop, model_path: Path, out: CheckOutcome, per_case: int = 4) -> None:

@@ -27,8 +27,9 @@ so float64 rounding cannot produce a false proof:
 * ``|underflow|``: each product loses at most 2⁻¹⁰⁷⁴; ``TINY = 1e-300`` per step covers any
   realistic number of terms. Each final bound is rounded one ulp outward with ``nextafter``.
 
-The ops covered: every affine op, ReLU, LeakyReLU, Clip, Sigmoid, Tanh, Exp, MaxPool, Mul
-and Div. Anything else raises :class:`NotCheckable`.
+The ops covered: every affine op, ReLU, LeakyReLU, Clip, Sigmoid, Tanh, Exp, MaxPool (the op's
+own 2-D pooling lines, whose 0/1 coefficients are exact; other pooling by its interval), Mul and
+Div (interval). Anything else raises :class:`NotCheckable`.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import torch
 
 from verifier.ir.graph import Graph
 from verifier.ops.base import Activation, Affine
+from verifier.ops.nonlinear import maxpool_crown_step, maxpool_has_crown_step
 
 U = 2.0 ** -53
 TINY = 1e-300
@@ -92,8 +94,13 @@ def _rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     → ``(B, R)``; ``0·inf`` counts as 0."""
     if v.dim() == A.dim() - 1:
         v = v.unsqueeze(1)
-    prod = A * v
-    return torch.where(A == 0, torch.zeros_like(prod), prod).flatten(2).sum(-1)
+    B, R = A.shape[:2]
+    if not bool(torch.isfinite(v).all()):
+        prod = A * v
+        return torch.where(A == 0, torch.zeros_like(prod), prod).flatten(2).sum(-1)
+    if v.shape[1] == 1:  # one vector for all rows: a batched matrix-vector product
+        return torch.bmm(A.reshape(B, R, -1), v.expand(B, *v.shape[1:]).reshape(B, -1, 1)).squeeze(-1)
+    return (A * v).flatten(2).sum(-1)
 
 
 def _numel(shape) -> int:
@@ -113,6 +120,7 @@ class SoundBounds:
         longest = max([self._longest_sum(n) for n in self.g.nodes] + [self.g.n_inputs])
         self.gamma = gamma(longest + 2 * len(self.g.nodes) + 16)
         self.needs = self._nonlinear_inputs()
+        self.input_affine = self._affine_of_input()
         self.offsets = {}
         for n in self.g.nodes:
             op = self.g.ops[n.name]
@@ -137,10 +145,25 @@ class SoundBounds:
                     out[name] = out.get(name, True) and node.op in ("Relu", "LeakyRelu")
         return out
 
+    def _affine_of_input(self) -> set[str]:
+        """Values whose interval bounds over an input box are already exact, so CROWN cannot
+        tighten them: one affine op on the input, followed only by ops that move or scale
+        single elements (Scale, Reshape, Transpose, Select, Pad, Concat)."""
+        out = {self.g.input_name}
+        for node in self.g.nodes:
+            if not isinstance(self.g.ops[node.name], Affine):
+                continue
+            first = node.inputs == (self.g.input_name,)
+            moves = node.op in ("Scale", "Reshape", "Transpose", "Select", "Pad", "Concat")
+            if first or (moves and all(i in out for i in node.inputs)):
+                out.add(node.name)
+        return out
+
     # ---- self test --------------------------------------------------------------------------
     def self_test(self, seed: int = 0) -> list[str]:
         """Names of affine nodes whose ``backward`` is not the transpose of their ``linear``
-        map, whose ``abs_linear`` does not dominate it, or whose bias term is wrong (random probes)."""
+        map, whose ``abs_linear`` does not dominate it, or whose bias term is wrong, and of
+        max-pooling nodes whose lines fail at sampled points (random probes)."""
         gen = torch.Generator().manual_seed(seed)
         failed = []
         for node in self.g.nodes:
@@ -161,7 +184,23 @@ class SoundBounds:
             dom = op.abs_linear(*[h.abs() for h in hs]) * (1 + 1e-9) + 1e-12 - op.linear(*signed).abs()
             if not (ok and bool((dom >= 0).all())):
                 failed.append(node.name)
+        for node in self.g.nodes:
+            if node.op == "MaxPool" and maxpool_has_crown_step(self.g.ops[node.name]) and \
+                    not self._maxpool_probe(node, gen):
+                failed.append(node.name)
         return failed
+
+    def _maxpool_probe(self, node, gen) -> bool:
+        """Sampled points of a random box stay above the pooling lines: ``A·y >= A_in·x + c``."""
+        op, shape = self.g.ops[node.name], self.g.shape_of(node.inputs[0])
+        lo = torch.randn(1, *shape, generator=gen, dtype=torch.float64)
+        hi = lo + torch.rand(1, *shape, generator=gen, dtype=torch.float64) * torch.rand(1, generator=gen).item()
+        A = torch.randn(1, 2, *node.out_shape, generator=gen, dtype=torch.float64)
+        A_in, c = maxpool_crown_step(op, A, lo, hi)
+        x = lo + torch.rand(32, *shape, generator=gen, dtype=torch.float64) * (hi - lo)
+        lhs = torch.einsum("rn,bn->br", A[0].flatten(1), op.forward(x).flatten(1))
+        rhs = torch.einsum("rn,bn->br", A_in[0].flatten(1), x.flatten(1)) + c
+        return bool((lhs >= rhs - 1e-9 * (1 + lhs.abs())).all())
 
     # ---- interval bounds --------------------------------------------------------------------
     def _affine_interval(self, node, op: Affine, boxes: list[Box]) -> Box:
@@ -200,7 +239,8 @@ class SoundBounds:
             lo, hi = self._node_interval(node, bounds)
             if fixed is not None and node.name in fixed:
                 lo, hi = torch.maximum(lo, fixed[node.name][0]), torch.minimum(hi, fixed[node.name][1])
-            if crown and node.name in self.needs:
+            exact = node.name in self.input_affine and inputs.center is None
+            if crown and node.name in self.needs and not exact:
                 lo, hi = self._tighten(node.name, lo, hi, bounds, inputs)
             bounds[node.name] = (lo, hi)
         return bounds
@@ -269,6 +309,8 @@ class SoundBounds:
                 c, m = self._affine_step(node, op, A, bounds, pending)
             elif isinstance(op, Activation):
                 c, m = self._activation_step(node, op, A, bounds, alphas, pending)
+            elif node.op == "MaxPool" and maxpool_has_crown_step(op):
+                c, m = self._maxpool_step(node, op, A, bounds, pending)
             else:
                 c, m = self._cut(A, bounds[node.name])
             const, mags = const + c, mags + m
@@ -320,6 +362,14 @@ class SoundBounds:
         mag = _rowdot(A.abs(), (2 * lw.abs() + uw.abs()) * M + ub.abs() + 2 * lb.abs())
         mag = mag + self._accumulate(pending, node.inputs[0], A_in, bounds)
         return c, mag
+
+    def _maxpool_step(self, node, op, A, bounds, pending):
+        """The op's own max-pooling lines (``y >= x_j``; ``y <= max u`` or ``y = x_j`` when decided
+        by the bounds): exact 0/1 coefficients, so only the sums are charged."""
+        lo, hi = bounds[node.inputs[0]]
+        A_in, c = maxpool_crown_step(op, A, lo, hi)
+        mag = _rowdot(A.abs(), op.forward(_mag((lo, hi))) + op.forward(hi).abs())
+        return c, mag + self._accumulate(pending, node.inputs[0], A_in, bounds)
 
     def safe_lines(self, kind: str, op: Activation, lo, hi, alpha):
         """``op.relax`` lines, shifted outward by any violation found at the endpoints and kinks

@@ -64,17 +64,15 @@ def _chunk(sb: SoundBounds, rows: int, tighten: bool) -> int:
 
 
 def region_scores(sb: SoundBounds, case, alphas: dict) -> torch.Tensor:
-    """Scores of whole-region leaves (one per entry of the α batch, or one): the larger of the
-    interval and the CROWN bound (with the leaves' α slopes) → ``(D,)``."""
+    """Scores of whole-region leaves (one per entry of the α batch, or one) → ``(D,)``."""
     rows = CaseRows.of(case)
+    alphas = {k: torch.as_tensor(v) for k, v in alphas.items()}
     D = next(iter(alphas.values())).shape[0] if alphas else 1
     one = case_inputs(sb, case)
     bounds = expand_bounds(sb.intermediate(one), D)
     inputs = InputSet(one.lower.expand(D, *one.lower.shape[1:]), one.upper.expand(D, *one.upper.shape[1:]),
                       None if one.center is None else one.center.expand(D, -1), one.radius)
-    C = rows.batch(D)
-    lb = torch.maximum(sb.rows_lower(C, bounds, inputs, alphas or None), sb.interval_rows_lower(C, bounds))
-    return rows.scores(lb)
+    return _scores(sb, rows, inputs, bounds, alphas)
 
 
 def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alphas: dict, betas: dict) -> torch.Tensor:
@@ -95,64 +93,99 @@ def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alpha
         inputs = InputSet(one.lower.expand(n, *one.lower.shape[1:]), one.upper.expand(n, *one.upper.shape[1:]),
                           None if one.center is None else one.center.expand(n, -1), one.radius)
         a = {k: torch.as_tensor(v[sl]) for k, v in alphas.items()}
-        out.append(rows.scores(sb.rows_lower(rows.batch(n), bounds, inputs, a or None, extra or None)))
+        out.append(_scores(sb, rows, inputs, bounds, a, extra or None))
     return torch.cat(out)
 
 
 @dataclass
 class TreeResult:
-    """Outcome of :func:`box_tree`: coverage, per-leaf verdicts, the weakest piece score."""
+    """Outcome of :func:`box_tree`: coverage, the pieces whose score is at or below the margin,
+    the weakest piece score and the number of pieces bounded."""
 
     covered: bool
     detail: str
-    leaf_ok: np.ndarray
+    failed_pieces: int
     min_score: float
     pieces: int
 
 
+@dataclass
+class _Piece:
+    lower: np.ndarray
+    upper: np.ndarray
+    idx: np.ndarray                 # leaves that may meet it
+    parents: list[int]              # rows of the previous level that contain it
+
+
 def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | None = None) -> TreeResult:
     """Cover the case's region with the closed leaf boxes ``lows``/``highs`` ``(L, n)`` and bound
-    every piece, level by level as batches.
+    every leaf, level by level as batches.
 
-    The region is cut at leaf faces (a face at a dimension's midpoint that no leaf straddles
-    first: the bisection that produced the leaves) until every piece lies in a leaf; a piece
-    with no leaf face strictly inside and no leaf around it has an uncovered point. Each
-    piece's intermediate bounds start from its parent's (valid: the parent contains it), and a
-    piece inside leaf ``i`` is bounded with that leaf's α slopes, if any."""
+    Pieces are cut at leaf faces that no leaf straddles (a dimension's midpoint first: the
+    bisection that produced the leaves), so every leaf of a bisection tree turns up as a piece;
+    where several such cuts exist all are followed (pieces are shared by their box), so the
+    tree the leaves came from is among the paths. A piece with no leaf face strictly inside and
+    no leaf around it has an uncovered point. Each piece's intermediate bounds start from the
+    intersection of all its parents' (valid: they contain it); a leaf's score is the best of
+    several sound bounds (see :func:`_scores`)."""
     rows, L = CaseRows.of(case), len(lows)
-    leaf_ok, worst, pieces, cap = np.ones(L, dtype=bool), math.inf, 0, 64 * L + 1024
-    level, prev = [(case.region.lower, case.region.upper, np.arange(L), 0)], None
+    failed, worst, pieces, cap = 0, math.inf, 0, 64 * L + 1024
+    level, prev = [_Piece(case.region.lower, case.region.upper, np.arange(L), [])], None
     while level:
         pieces += len(level)
         if pieces > cap:
-            return TreeResult(False, f"gave up after {cap} pieces (not a bisection tree?)", leaf_ok, worst, pieces)
+            return TreeResult(False, f"gave up after {cap} pieces (not a bisection tree?)", failed, worst, pieces)
         plan = []
-        for plo, phi, idx, _ in level:
-            idx = idx[np.all(lows[idx] <= phi, axis=1) & np.all(highs[idx] >= plo, axis=1)]
-            around = idx[np.all(lows[idx] <= plo, axis=1) & np.all(highs[idx] >= phi, axis=1)]
-            cut = None if around.size else choose_cut(plo, phi, lows[idx], highs[idx])
-            if not around.size and cut is None:
-                return TreeResult(False, f"region piece {_fmt_box(plo, phi)} is not covered", leaf_ok, worst, pieces)
-            plan.append((int(around[0]) if around.size else -1, cut, idx))
-        inputs = case_inputs(sb, case, np.stack([p[0] for p in level]), np.stack([p[1] for p in level]))
-        parents = torch.as_tensor([p[3] for p in level])
-        fixed = None if prev is None else {k: (a[parents], b[parents]) for k, (a, b) in prev.items()}
-        prev = _batched_intermediate(sb, inputs, fixed)
-        done = [k for k, p in enumerate(plan) if p[0] >= 0]
+        for pc in level:
+            pc.idx = pc.idx[_overlaps(pc.lower, pc.upper, lows[pc.idx], highs[pc.idx])]
+            around = pc.idx[np.all(lows[pc.idx] <= pc.lower, axis=1) & np.all(highs[pc.idx] >= pc.upper, axis=1)]
+            cuts = [] if around.size else choose_cuts(pc.lower, pc.upper, lows[pc.idx], highs[pc.idx])
+            if not around.size and not cuts:
+                return TreeResult(False, f"region piece {_fmt_box(pc.lower, pc.upper)} is not covered", failed,
+                                  worst, pieces)
+            plan.append((int(around[0]) if around.size else -1, cuts))
+        inputs = case_inputs(sb, case, np.stack([pc.lower for pc in level]), np.stack([pc.upper for pc in level]))
+        prev = _batched_intermediate(sb, inputs, None if prev is None else _meet(prev, [pc.parents for pc in level]))
+        done = [k for k, (leaf, _) in enumerate(plan) if leaf >= 0]
         if done:
-            sc = _leaf_piece_scores(sb, rows, inputs, prev, done, [plan[k][0] for k in done], alphas)
-            worst = min(worst, float(sc.min()))
-            np.logical_and.at(leaf_ok, [plan[k][0] for k in done], sc.numpy() > margin)
-        level = [child for k, (lf, cut, idx) in enumerate(plan) if lf < 0
-                 for child in _halves(level[k][0], level[k][1], cut, idx, k)]
-    return TreeResult(True, f"{L} boxes cover the region ({pieces} pieces bounded)", leaf_ok, worst, pieces)
+            sc = _leaf_piece_scores(sb, rows, inputs, prev, done, [plan[k][0] for k in done], lows, highs, alphas)
+            worst, failed = min(worst, float(sc.min())), failed + int((~(sc > margin)).sum())
+        level = _next_level(level, plan, budget=cap // 2 - pieces)
+    return TreeResult(True, f"{L} boxes cover the region ({pieces} pieces bounded)", failed, worst, pieces)
 
 
-def _halves(plo, phi, cut, idx, parent: int) -> list:
-    j, v = cut
-    left_hi, right_lo = phi.copy(), plo.copy()
-    left_hi[j], right_lo[j] = v, v
-    return [(plo, left_hi, idx, parent), (right_lo, phi, idx, parent)]
+def _next_level(level: list[_Piece], plan: list, budget: int) -> list[_Piece]:
+    """Children of the pieces not yet inside a leaf, one entry per distinct box."""
+    out: dict[bytes, _Piece] = {}
+    for k, (leaf, cuts) in enumerate(plan):
+        if leaf >= 0:
+            continue
+        for j, v in cuts if len(out) < budget else cuts[:1]:
+            pc = level[k]
+            left_hi, right_lo = pc.upper.copy(), pc.lower.copy()
+            left_hi[j], right_lo[j] = v, v
+            for lo, hi in ((pc.lower, left_hi), (right_lo, pc.upper)):
+                key = lo.tobytes() + hi.tobytes()
+                if key in out:
+                    out[key].parents.append(k)
+                else:
+                    out[key] = _Piece(lo, hi, pc.idx, [k])
+    return list(out.values())
+
+
+def _meet(prev: dict[str, Box], parents: list[list[int]]) -> dict[str, Box]:
+    """Per piece, the intersection of its parents' bounds: parent lists padded by repetition."""
+    width = max(len(p) for p in parents)
+    idx = torch.as_tensor([p + [p[0]] * (width - len(p)) for p in parents])  # (B, width)
+    return {k: (lo[idx].amax(dim=1), hi[idx].amin(dim=1)) for k, (lo, hi) in prev.items()}
+
+
+def _overlaps(plo, phi, L, H) -> np.ndarray:
+    """Leaves meeting the piece's (relative) interior: ``(L,)`` bool. Leaves touching it only on
+    its boundary cover no interior point, and the interior's cover closes to the piece's."""
+    open_ = phi > plo
+    inside = np.where(open_, (L < phi) & (H > plo), (L <= plo) & (H >= phi))
+    return np.all(inside, axis=1)
 
 
 def _batched_intermediate(sb: SoundBounds, inputs: InputSet, fixed) -> dict[str, Box]:
@@ -167,20 +200,50 @@ def _batched_intermediate(sb: SoundBounds, inputs: InputSet, fixed) -> dict[str,
     return {k: (torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in parts[0]}
 
 
-def _leaf_piece_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list, leaf: list, alphas) -> torch.Tensor:
+def _leaf_piece_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list, leaf: list, lows, highs,
+                       alphas) -> torch.Tensor:
+    """Scores of the pieces ``done`` (rows of this level), piece ``k`` lying in leaf ``leaf[k]``;
+    where a piece is smaller than its leaf, the leaf box bounded on its own counts too."""
     sel = torch.as_tensor(done)
     sub = InputSet(inputs.lower[sel], inputs.upper[sel], None if inputs.center is None else inputs.center[sel],
                    inputs.radius)
     b = {k: (lo[sel], hi[sel]) for k, (lo, hi) in bounds.items()}
     a = {k: torch.as_tensor(v[leaf]) for k, v in (alphas or {}).items()}
-    C = rows.batch(len(done))
-    return rows.scores(torch.maximum(sb.rows_lower(C, b, sub, a or None), sb.interval_rows_lower(C, b)))
+    score = _scores(sb, rows, sub, b, a)
+    full = (-1, *sb.g.input_full_shape)
+    smaller = not (torch.equal(sub.lower.reshape(len(done), -1), torch.as_tensor(lows[leaf]))
+                and torch.equal(sub.upper.reshape(len(done), -1), torch.as_tensor(highs[leaf])))
+    if smaller:
+        whole = InputSet(torch.as_tensor(lows[leaf]).reshape(full), torch.as_tensor(highs[leaf]).reshape(full),
+                         sub.center, sub.radius)
+        score = torch.maximum(score, _scores(sb, rows, whole, sb.intermediate(whole), a))
+    return score
 
 
-def choose_cut(plo, phi, L, H) -> tuple[int, float] | None:
-    """Where to cut a piece: a dimension's midpoint that is a leaf face and that no leaf
-    straddles, else any midpoint face, else the face nearest the middle (most faces first)."""
-    mids, best = [], None
+def _scores(sb: SoundBounds, rows: CaseRows, inputs: InputSet, bounds, alphas: dict | None = None,
+            extra: dict | None = None) -> torch.Tensor:
+    """The best of several sound scores ``(B,)``: CROWN with the recorded slopes (if any), with
+    the default slopes and with all slopes 0 and 1 (CROWN is not monotone in its intermediate
+    bounds, so no single choice always reproduces the bound the verifier found), and, without
+    split multipliers, the interval bound."""
+    C = rows.batch(inputs.lower.shape[0])
+    best = rows.scores(sb.rows_lower(C, bounds, inputs, alphas or None, extra))
+    for fill in (None, 0.0, 1.0):
+        a = None if fill is None else {n.name: torch.full((C.shape[0], C.shape[1], *n.out_shape), fill,
+                                                          dtype=torch.float64)
+                                       for n in sb.g.nodes if n.op in ("Relu", "LeakyRelu")}
+        if alphas or fill is not None:
+            best = torch.maximum(best, rows.scores(sb.rows_lower(C, bounds, inputs, a, extra)))
+    if extra is None:
+        best = torch.maximum(best, rows.scores(sb.interval_rows_lower(C, bounds)))
+    return best
+
+
+def choose_cuts(plo, phi, L, H) -> list[tuple[int, float]]:
+    """Where to cut a piece: every dimension's midpoint that is a face of a leaf meeting the
+    piece and that no such leaf straddles; else one straddled face (the midpoint if it is a
+    face, else the face nearest the middle of the dimension with the most faces); else none."""
+    clean, mids, best = [], [], None
     for j in np.argsort(-(phi - plo), kind="stable"):
         faces = np.concatenate([L[:, j], H[:, j]])
         faces = faces[(faces > plo[j]) & (faces < phi[j])]
@@ -188,12 +251,10 @@ def choose_cut(plo, phi, L, H) -> tuple[int, float] | None:
             continue
         mid = (plo[j] + phi[j]) / 2
         if np.any(faces == mid):
-            if not np.any((L[:, j] < mid) & (H[:, j] > mid)):
-                return int(j), float(mid)
-            mids.append((int(j), float(mid)))
+            (mids if np.any((L[:, j] < mid) & (H[:, j] > mid)) else clean).append((int(j), float(mid)))
         elif best is None or faces.size > best[2]:
             best = (int(j), float(faces[np.argmin(np.abs(faces - mid))]), faces.size)
-    return mids[0] if mids else (None if best is None else best[:2])
+    return clean or mids[:1] or ([] if best is None else [best[:2]])
 
 
 def _fmt_box(lo, hi) -> str:

@@ -95,7 +95,9 @@ def plot_images(x: np.ndarray, centre: np.ndarray | None, shape: tuple[int, ...]
         ax.set_title(title, fontsize=9)
         ax.axis("off")
 
-    panels = [(x, "counterexample")] + ([] if centre is None else [(centre, "region centre"), (x - centre, "difference")])
+    panels = [(x, "counterexample")]
+    if centre is not None:
+        panels += [(centre, "region centre"), (x - centre, "difference")]
     fig = _figure(3.0 * len(panels), 3.2)
     for k, (v, t) in enumerate(panels, start=1):
         show(fig.add_subplot(1, len(panels), k), v, t, "coolwarm" if t == "difference" else "gray")
@@ -164,13 +166,15 @@ def _question(r: dict) -> list[Block]:
                 + ([("query", _fmt(ps["meta"]))] if ps.get("meta") else [])))
     rows = [[i, c["disjuncts"], sum(c["rows"]), f"[{c['input_min']:.6g}, {c['input_max']:.6g}]",
              f"{c['width_min']:.4g} / {c['width_mean']:.4g} / {c['width_max']:.4g}", c["fixed_inputs"],
-             "" if c.get("l2_radius") is None else f"{c['l2_radius']:.6g}"] for i, c in enumerate(ps.get("cases", [])[:50])]
+             "" if c.get("l2_radius") is None else f"{c['l2_radius']:.6g}"]
+            for i, c in enumerate(ps.get("cases", [])[:50])]
     out.append(("table", ["case", "unsafe disjuncts", "rows", "input range", "widths min/mean/max",
                           "fixed inputs", "L2 radius"], rows))
     first = (ps.get("cases") or [{}])[0]
     if first.get("ranges"):
         out.append(("p", "Input box of case 0 (the counterexample must lie inside; the proof covers all of it):"))
-        out.append(("table", ["input", "lower", "upper"], [[f"X_{i}", a, b] for i, (a, b) in enumerate(first["ranges"])]))
+        out.append(("table", ["input", "lower", "upper"],
+                    [[f"X_{i}", a, b] for i, (a, b) in enumerate(first["ranges"])]))
     return out
 
 
@@ -239,9 +243,11 @@ def _proof(r: dict, arrays) -> list[Block]:
     out: list[Block] = [("h", 2, "Evidence: a proof"), ("p", f"{ev['n_leaves']} leaves; each closes a piece of a "
                         f"case's region with a lower bound of the best row of every unsafe disjunct above "
                         f"the proof margin {margin:g}. Weakest leaf bound: {_fmt(as_float(ev['worst_leaf_bound']))}."),
-                        ("table", ["group", "case", "method", "kind", "leaves", "min bound", "max bound", "multipliers"],
+                        ("table", ["group", "case", "method", "kind", "leaves", "min bound", "max bound",
+                                   "multipliers"],
                          [[g["prefix"], g["case"], g["method"], g["kind"], g["count"], _fmt(as_float(g["bound_min"])),
-                           _fmt(as_float(g["bound_max"])), ", ".join(f"{k}: {len(g.get(k) or [])}" for k in ("alpha", "beta"))]
+                           _fmt(as_float(g["bound_max"])),
+                           ", ".join(f"{k}: {len(g.get(k) or [])}" for k in ("alpha", "beta"))]
                           for g in ev["groups"]])]
     if arrays is None:
         return out
@@ -261,7 +267,8 @@ def _proof(r: dict, arrays) -> list[Block]:
     split = [g for g in ev["groups"] if g["kind"] == "split"]
     if split:
         depth = np.concatenate([(arrays[g["prefix"] + "split_node"] >= 0).sum(1) for g in split]).astype(float)
-        out.append(("p", f"ReLU splits per leaf: min {depth.min():.0f}, mean {depth.mean():.1f}, max {depth.max():.0f}."))
+        out.append(("p", f"ReLU splits per leaf: min {depth.min():.0f}, mean {depth.mean():.1f}, "
+                         f"max {depth.max():.0f}."))
     return out
 
 
@@ -285,7 +292,8 @@ def _reach(r: dict) -> list[Block]:
                         "witness value (onnxruntime)", "converged"], [[e, _fmt(as_float(sec[e]["lower"])),
                         _fmt(as_float(sec[e]["upper"])), _fmt(sec[e].get("witness_value")), sec[e].get("converged")]
                         for e in ("min", "max")]),
-                        ("kv", [(k, _fmt(sec.get(k))) for k in ("tolerance", "relative", "lipschitz", "time", "boxes")])]
+                        ("kv", [(k, _fmt(sec.get(k))) for k in ("tolerance", "relative", "lipschitz", "time",
+                                                                "boxes")])]
     img = plot_reach(sec)
     if img:
         out.append(("img", img, "bounds over time"))

@@ -240,7 +240,8 @@ def build_report(result, model_path, prop, config, graph=None, property_path=Non
         report["evidence"] = counterexample_section(result.counterexample)
         ci = result.counterexample.case_index
         if 0 <= ci < len(prop.cases):  # the region around the witness, for the human report
-            arrays["cex.region_lower"], arrays["cex.region_upper"] = prop.cases[ci].region.lower, prop.cases[ci].region.upper
+            region = prop.cases[ci].region
+            arrays["cex.region_lower"], arrays["cex.region_upper"] = region.lower, region.upper
     elif result.certificate is not None and "leaves" in result.certificate.data:
         report["evidence"] = {"certificate": result.certificate.kind, "method": result.certificate.method,
                               **proof_section(result.certificate.data["leaves"], arrays)}

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from verifier.errors import InputError, UnsupportedError
 from verifier.ir.graph import Graph, Node
-from verifier.ir.onnx_file import check_finite, initializer_arrays, read_model
+from verifier.ir.onnx_file import check_finite, check_standard, initializer_arrays, read_model
 
 MAX_ELEMENTS = 1 << 27  # per-sample elements of one value; larger declared shapes are refused
 
@@ -40,7 +40,9 @@ class Importer:
         from verifier.ir.lowering import lower_node
 
         input_name, batched = self._graph_input()
-        for node in _topological(self.model.graph, set(self.consts) | {input_name}, self.path):
+        order = _topological(self.model.graph, set(self.consts) | {input_name}, self.path)
+        check_standard(self.model, order, self.path)
+        for node in order:
             self.onnx_node = node
             if self._fold(node):
                 continue
@@ -56,6 +58,7 @@ class Importer:
             raise UnsupportedError(f"the model must have exactly one input, it has {len(inputs)} ({names})",
                                    path=self.path)
         inp = inputs[0]
+        _check_float(inp, "input", (onnx.TensorProto.FLOAT,), self.path)
         dims = list(inp.type.tensor_type.shape.dim)
         if not inp.type.tensor_type.HasField("shape"):
             raise InputError(f"input '{inp.name}' has no declared shape", path=self.path)
@@ -81,6 +84,7 @@ class Importer:
         if len(outputs) != 1:
             raise UnsupportedError(f"the model must have exactly one output, it has {len(outputs)}",
                                    path=self.path)
+        _check_float(outputs[0], "output", FLOAT_TYPES, self.path)
         name = self.resolve(outputs[0].name)
         if name == input_name:  # the model is the identity: keep one explicit node
             self.onnx_node = None
@@ -196,6 +200,20 @@ class Importer:
             value = np.asarray(value)
             check_finite(value, f"constant '{name}'", self.path)
             self.consts[name] = value
+
+
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+               onnx.TensorProto.BFLOAT16)
+
+
+def _check_float(value: onnx.ValueInfoProto, what: str, allowed: tuple[int, ...], path: str) -> None:
+    """The graph input must be float32 (counterexamples are float32), the output a float tensor."""
+    elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+    if elem not in allowed:
+        name = onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() else elem
+        raise UnsupportedError(f"{what} '{value.name}' has element type {name}; "
+                               f"only {'float32' if len(allowed) == 1 else 'float'} {what}s are supported",
+                               path=path)
 
 
 def _single_node_model(node: onnx.NodeProto, feeds: dict, model: onnx.ModelProto) -> onnx.ModelProto:
