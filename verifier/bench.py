@@ -6,6 +6,8 @@ finished; ``--resume`` skips rows already in the results file.
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 import sys
 import time
@@ -37,29 +39,47 @@ def read_instances(folder: Path) -> list[tuple[str, str, float]]:
     if not path.is_file():
         raise InputError("no instances.csv in the folder", path=str(folder))
     rows = []
-    with open(path, newline="") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            if not row or row[0].startswith("#"):
-                continue
-            if len(row) < 3:
-                raise InputError("expected onnx_path,vnnlib_path,timeout_seconds", path=str(path),
-                                 where=f"line {line_no}")
-            try:
-                rows.append((row[0].strip(), row[1].strip(), float(row[2])))
-            except ValueError:
-                raise InputError(f"timeout '{row[2]}' is not a number", path=str(path),
-                                 where=f"line {line_no}") from None
+    for line_no, row in enumerate(_csv_rows(path, "instances file"), start=1):
+        if not row or row[0].startswith("#"):
+            continue
+        if len(row) < 3:
+            raise InputError("expected onnx_path,vnnlib_path,timeout_seconds", path=str(path),
+                             where=f"line {line_no}")
+        try:
+            timeout = float(row[2])
+        except ValueError:
+            timeout = math.nan
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise InputError(f"timeout '{row[2].strip()}' is not a positive number of seconds", path=str(path),
+                             where=f"line {line_no}")
+        rows.append((row[0].strip(), row[1].strip(), timeout))
     return rows
+
+
+def _csv_rows(path: Path, what: str) -> list[list[str]]:
+    """The rows of a CSV text file; unreadable or non-UTF-8 files are input errors."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise InputError(f"cannot read the {what} ({reason})", path=str(path)) from None
 
 
 def read_reference(path: str) -> dict[tuple[str, str], str]:
     """(onnx, vnnlib) → reference verdict, keyed by normalised relative paths and basenames."""
+    rows = _csv_rows(Path(path), "reference file")
+    header = [h.strip() for h in rows[0]] if rows else []
+    if "onnx" not in header or "vnnlib" not in header:
+        raise InputError("the reference file needs a header with columns onnx, vnnlib and "
+                         "final_ground_truth", path=path)
     out = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            verdict = row.get("final_ground_truth") or row.get("ground_truth") or ""
-            out[_key(row["onnx"], row["vnnlib"])] = verdict.strip()
-            out[_key(Path(row["onnx"]).name, Path(row["vnnlib"]).name)] = verdict.strip()
+    for row in rows[1:]:
+        row = dict(zip(header, row))
+        verdict = row.get("final_ground_truth") or row.get("ground_truth") or ""
+        onnx, vnnlib = row.get("onnx", ""), row.get("vnnlib", "")
+        out[_key(onnx, vnnlib)] = verdict.strip()
+        out[_key(Path(onnx).name, Path(vnnlib).name)] = verdict.strip()
     return out
 
 
@@ -76,29 +96,81 @@ def judge(verdict: str, reference: str) -> str:
     return "correct" if verdict == reference else "wrong"
 
 
+VERDICTS = ("sat", "unsat", "unknown", "timeout", "error")
+JUDGEMENTS = ("correct", "wrong", "unsolved", "unchecked")
+
+
 def _done_rows(path: Path) -> list[dict]:
-    """Complete rows of an existing results file; a torn last line (crash mid-write) is dropped."""
+    """Complete rows of an existing results file, each instance once; the file is rewritten
+    (atomically) with just those rows. A torn last line (a crash mid-write) is dropped."""
+    from verifier.resultfile import write_atomic
+
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("judgement") is not None and r.get("verdict")]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        raise InputError(f"cannot read the results file to resume it ({reason})", path=str(path)) from None
+    text = text[: text.rfind("\n") + 1]  # a line without its end was torn by a crash
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if text and reader.fieldnames != FIELDS:
+            raise InputError("is not a results file of 'verifier bench' (header differs); "
+                             "use another --results file", path=str(path))
+        rows, seen = [], set()
+        for r in reader:
+            key = (r.get("onnx"), r.get("vnnlib"))
+            if _complete(r) and key not in seen:
+                seen.add(key)
+                rows.append(r)
+    except csv.Error:
+        raise InputError("cannot read the results file to resume it (malformed CSV)", path=str(path)) from None
+    write_atomic(path, _csv_text(rows))
     return rows
 
 
+def _complete(row: dict) -> bool:
+    """Whether a row read back from the results file was written whole."""
+    if None in row or None in row.values() or row["verdict"] not in VERDICTS or row["judgement"] not in JUDGEMENTS:
+        return False
+    try:
+        return math.isfinite(float(row["time_s"])) and math.isfinite(float(row["timeout"]))
+    except ValueError:
+        return False
+
+
+def _csv_text(rows: list[dict], header: bool = True) -> str:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, FIELDS)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _check_arguments(args) -> None:
+    """Refuse settings that would silently run something else than asked."""
+    if args.limit is not None and args.limit < 0:
+        raise InputError(f"--limit must be >= 0, got {args.limit}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.reports and Path(args.reports).exists() and not Path(args.reports).is_dir():
+        raise InputError("--reports must name a folder", path=args.reports)
+
+
 def run_bench(args) -> int:
+    from verifier.resultfile import write_atomic
+
+    _check_arguments(args)
     folder = Path(args.dir)
     instances = read_instances(folder)[: args.limit]
     reference = read_reference(args.reference) if args.reference else {}
     out_path = Path(args.results or f"bench_{folder.resolve().name}.csv")
     done = _done_rows(out_path) if args.resume else []
     finished = {(r["onnx"], r["vnnlib"]) for r in done}
-    if not args.resume:
-        with open(out_path, "w", newline="") as f:
-            csv.DictWriter(f, FIELDS).writeheader()
+    if not args.resume or not out_path.is_file():
+        write_atomic(out_path, _csv_text([]))
     rows = list(done)
     runner = _InstanceRunner(folder, args)
     for i, (onnx, vnnlib, timeout) in enumerate(instances, start=1):
@@ -116,10 +188,14 @@ def run_bench(args) -> int:
 
 
 def _append(path: Path, row: dict) -> None:
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, FIELDS).writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one row with a single write and push it to disk."""
+    try:
+        with open(path, "a", newline="") as f:
+            f.write(_csv_text([row], header=False))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise InputError(f"cannot append to the results file ({e.strerror})", path=str(path)) from None
 
 
 class _InstanceRunner:

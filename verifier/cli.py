@@ -6,7 +6,9 @@ Exit codes: 0 a verdict was reached (whatever it is), 2 bad command line, 3 bad 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -50,12 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+    previous = _on_sigterm(_interrupt)
     try:
+        if getattr(args, "device", None) is not None:
+            from verifier.api import _check_device
+
+            _check_device(args.device)
         return int(args.func(args) or 0)
     except VerifierError as e:
         return _report(e, args.debug)
-    except KeyboardInterrupt:
-        print("verifier: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"verifier: interrupted{f' ({e})' if str(e) else ''}; finished results are kept",
+              file=sys.stderr)
         return 130
     except MemoryError:
         print("verifier: resource error: out of memory", file=sys.stderr)
@@ -63,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: say so plainly, keep the traceback for --debug
         err = InternalError(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         return _report(err, args.debug)
+    finally:
+        _on_sigterm(previous)
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM (main thread only); returns the one it replaces."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _report(e: VerifierError, debug: bool) -> int:

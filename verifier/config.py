@@ -25,6 +25,7 @@ class BoundsConfig:
     alpha_iterations: int = 20
     alpha_lr: float = 0.25
     max_batch_elements: int = 1 << 26  # cap on elements of one coefficient tensor (memory)
+    dtype: str = "float64"       # precision of bounds that decide proofs (float64 | float32)
 
 
 @dataclass(frozen=True)

@@ -5,22 +5,32 @@ import os
 import tempfile
 from pathlib import Path
 
+from verifier.errors import InputError
 from verifier.result import Result
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees either the old or the whole new file."""
+    """Write ``text`` to ``path`` so a reader sees either the old or the whole new file.
+
+    A path that cannot be written (a folder, no permission, disk full) is an input error.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise InputError(f"cannot write the file ({e.strerror or type(e).__name__})", path=str(path)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(f"cannot write the file ({e.strerror or type(e).__name__})",
+                             path=str(path)) from None
         raise
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 
 from verifier.config import VerifyConfig
 from verifier.engines.bab_input import SplitOutcome, input_split
@@ -43,7 +42,7 @@ def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config:
             deadline: float, progress) -> BabOutcome:
     """Close every open case by branching, or find a confirmed counterexample."""
     strategy = choose_strategy(graph, config.bab.strategy)
-    work = graph.to(dtype=torch.float64) if strategy == "input" and graph.device.type == "cpu" else graph
+    work = graph
     leaves, domains, open_left, worst = [], 0, [], float("inf")
     for i in open_cases:
         out = _run_case(work, prop.cases[i], i, runner, config, deadline, progress, strategy)

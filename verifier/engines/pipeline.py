@@ -28,7 +28,8 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
     if model.onnx_path is None:
         raise InputError("the model has no ONNX file to confirm counterexamples with")
     torch.manual_seed(config.seed)
-    graph = model.to(device=config.device)
+    graph = model.to(device=config.device)  # float32, as the network runs: for attacks
+    prover = model.to(device=config.device, dtype=_proof_dtype(config))
     runner = OnnxRunner(model)
     trail: list[dict] = []
 
@@ -43,7 +44,7 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
                   started, progress)
     if cex is not None:
         return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
-    open_cases, leaves, worst = _bound_cases(graph, prop, config, deadline, trail, progress)
+    open_cases, leaves, worst = _bound_cases(prover, prop, config, deadline, trail, progress)
     known = {"open_cases": open_cases, "best_global_bound": worst}
     if not open_cases:
         cert = Certificate("sound", "bound propagation", {"leaves": leaves})
@@ -57,7 +58,7 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
         from verifier.engines.bab import run_bab
 
         progress(f"branch and bound on {len(open_cases)} open case(s)")
-        outcome = run_bab(graph, prop, open_cases, runner, config, deadline, progress)
+        outcome = run_bab(prover, prop, open_cases, runner, config, deadline, progress)
         trail.append(outcome.trail_entry(time.monotonic() - started))
         if outcome.counterexample is not None:
             return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime",
@@ -71,6 +72,12 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
     if time.monotonic() >= deadline:
         return finish(Status.TIMEOUT, "time limit reached with cases open", bounds=known)
     return finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds", bounds=known)
+
+
+def _proof_dtype(config: VerifyConfig) -> torch.dtype:
+    """Bounds that decide proofs run in float64 unless float32 is asked for (faster on GPUs;
+    the proof margin then has to absorb float32 rounding)."""
+    return torch.float32 if config.bounds.dtype == "float32" else torch.float64
 
 
 def _attack(graph, cases, runner, cfg, deadline, seed, name, trail, started, progress, indices=None):
