@@ -116,3 +116,17 @@ def test_deadline_honoured_with_open_domains():
     if result.verdict == "timeout":
         assert result.bounds.get("open_cases") == [0]
         assert result.bounds.get("best_global_bound") is not None
+
+
+def test_relu_split_out_of_time_never_claims_a_proof():
+    """With the deadline already passed, domains still open must not read as proven."""
+    from verifier.config import VerifyConfig
+    from verifier.engines.bab_relu import relu_split
+    from verifier.engines.onnx_runner import OnnxRunner
+
+    model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"))
+    prop = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
+    graph = model.to(dtype=torch.float64)
+    out = relu_split(graph, prop.cases[0], 0, OnnxRunner(model), VerifyConfig(), time.monotonic(), lambda m: None)
+    assert not out.proven
+    assert out.open_domains > 0 and "time limit" in out.reason

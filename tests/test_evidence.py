@@ -96,8 +96,12 @@ def reports(tmp_path_factory) -> dict:
                                         benchmark_path("test_2022", "test_prop.vnnlib")),
         "test_unsat": lambda: make_report(folder, "test_unsat", benchmark_path("test_2022", "test_unsat.onnx"),
                                           benchmark_path("test_2022", "test_prop.vnnlib")),
-        "acas": lambda: make_report(folder, "acas", benchmark_path("acasxu", "onnx", "ACASXU_run2a_1_9_batch_2000.onnx"),
+        "acas": lambda: make_report(folder, "acas",
+                                    benchmark_path("acasxu", "onnx", "ACASXU_run2a_1_9_batch_2000.onnx"),
                                     benchmark_path("acasxu", "vnnlib", "prop_1.vnnlib")),
+        "acas_deep": lambda: make_report(folder, "acas_deep",
+                                         benchmark_path("acasxu", "onnx", "ACASXU_run2a_1_2_batch_2000.onnx"),
+                                         benchmark_path("acasxu", "vnnlib", "prop_3.vnnlib")),
         "mnist": lambda: make_report(folder, "mnist", benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"),
                                      benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), timeout=120),
     }
@@ -112,8 +116,9 @@ def reports(tmp_path_factory) -> dict:
 
 
 EXPECTED = {"mlp_sat": "sat", "mlp_unsat": "unsat", "cnn_sat": "sat", "cnn_alpha": "unsat", "test_sat": "sat",
-            "test_unsat": "unsat", "acas": "unsat", "mnist": "unsat"}
-LEAF_KIND = {"mlp_unsat": "region", "cnn_alpha": "region", "test_unsat": "region", "acas": "box", "mnist": "split"}
+            "test_unsat": "unsat", "acas": "unsat", "acas_deep": "unsat", "mnist": "unsat"}
+LEAF_KIND = {"mlp_unsat": "region", "cnn_alpha": "region", "test_unsat": "region", "acas": "box", "acas_deep": "box",
+             "mnist": "split"}
 
 
 # ---- honest reports pass --------------------------------------------------------------------
@@ -275,6 +280,28 @@ def test_sound_bounds_below_sampled_outputs(model):
         assert bool((lb <= sampled + 1e-4).all())  # onnxruntime computes in float32
 
 
+def test_sound_bounds_through_max_pooling_below_sampled_outputs(tmp_path):
+    rng = np.random.default_rng(3)
+    h = onnx.helper
+    nodes = [h.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c"], ["r"]),
+             h.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             h.make_node("Flatten", ["p"], ["f"]), h.make_node("Gemm", ["f", "V", "b"], ["y"])]
+    inits = {"W": rng.normal(size=(3, 1, 3, 3)).astype(np.float32), "V": rng.normal(size=(48, 4)).astype(np.float32),
+             "b": rng.normal(size=4).astype(np.float32)}
+    path = build_onnx(tmp_path / "pool.onnx", nodes, [("x", [1, 1, 8, 8])], [("y", [1, 4])], inits)
+    graph = api.load_model(path)
+    sb = SoundBounds(graph)
+    assert sb.self_test() == []
+    c = torch.as_tensor(rng.random((2, 64)))
+    lo, hi = (c - 0.1).reshape(2, 1, 1, 8, 8), (c + 0.1).reshape(2, 1, 1, 8, 8)
+    C = torch.as_tensor(rng.normal(size=(2, 3, 4)))
+    inputs = InputSet(lo, hi)
+    lb = sb.rows_lower(C, sb.intermediate(inputs), inputs)
+    xs = (lo.reshape(2, 1, -1) + torch.as_tensor(rng.random((2, 3000, 64))) * 0.2).float().double()
+    ys = torch.as_tensor(ort_forward(path, xs.reshape(-1, 64).numpy())).reshape(2, 3000, 4)
+    assert bool((lb <= torch.einsum("bro,bso->brs", C, ys).amin(-1) + 1e-4).all())
+
+
 def test_split_bounds_below_sampled_points_in_the_split_domain():
     """Random splits and β >= 0: the bound holds for every sampled input satisfying the splits."""
     graph = api.load_model(MODELS_DIR / "digits_mlp.onnx")
@@ -329,7 +356,8 @@ def test_rounding_cannot_lift_a_bound_above_the_exact_minimum(tmp_path):
     hi = np.array([0.3 + 2 ** -20, 0.3 + 2 ** -20, 1.0, 1.0, 0.2])
     inputs = InputSet(torch.as_tensor(lo).reshape(1, 1, 5), torch.as_tensor(hi).reshape(1, 1, 5))
     lb = sb.rows_lower(torch.ones(1, 1, 1, dtype=torch.float64), sb.intermediate(inputs), inputs)
-    exact = Fraction(float(b[0])) + sum(min(Fraction(float(wi)) * Fraction(float(a)), Fraction(float(wi)) * Fraction(float(c)))
+    exact = Fraction(float(b[0])) + sum(min(Fraction(float(wi)) * Fraction(float(a)),
+                                            Fraction(float(wi)) * Fraction(float(c)))
                                         for wi, a, c in zip(w[:, 0], lo, hi))
     assert Fraction(float(lb[0, 0])) <= exact
     assert float(exact) - float(lb[0, 0]) < 1e-3
@@ -430,25 +458,41 @@ def test_html_opens_in_headless_chromium(reports, tmp_path):
 
 
 # ---- command line ---------------------------------------------------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "verifier.cli", *args], capture_output=True, text=True, timeout=600)
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the ``verifier`` command in-process: (exit code, stdout, stderr)."""
+    from verifier.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_cli_verify_report_check_and_render(tmp_path):
+def test_cli_verify_report_check_and_render(tmp_path, capsys):
     rep = tmp_path / "out" / "r.json"
-    p = _cli("verify", str(MODELS_DIR / "digits_mlp.onnx"), str(SPECS_DIR / "digits_mlp_eps0.01_idx1.vnnlib"),
-             "--report", str(rep), "--quiet")
-    assert p.returncode == 0 and p.stdout.splitlines()[0] == "unsat"
+    code, out, _ = _cli(capsys, "verify", str(MODELS_DIR / "digits_mlp.onnx"),
+                        str(SPECS_DIR / "digits_mlp_eps0.01_idx1.vnnlib"), "--report", str(rep), "--quiet")
+    assert code == 0 and out.splitlines()[0] == "unsat"
     assert rep.is_file() and sidecar_path(rep).is_file()
-    p = _cli("check", str(rep), "--json", str(tmp_path / "c.json"))
-    assert p.returncode == 0 and "OK:" in p.stdout and "ratio" in p.stdout
+    code, out, _ = _cli(capsys, "check", str(rep), "--json", str(tmp_path / "c.json"))
+    assert code == 0 and "OK:" in out and "ratio" in out
     assert json.loads((tmp_path / "c.json").read_text())["ok"] is True
-    p = _cli("report", str(rep), "--html", str(tmp_path / "r.html"), "--md", str(tmp_path / "r.md"))
-    assert p.returncode == 0 and (tmp_path / "r.html").stat().st_size > 1000
+    code, _, _ = _cli(capsys, "report", str(rep), "--html", str(tmp_path / "r.html"), "--md", str(tmp_path / "r.md"))
+    assert code == 0 and (tmp_path / "r.html").stat().st_size > 1000
     edit_json(rep, lambda d: d.update(verdict="sat"))
-    assert _cli("check", str(rep)).returncode == 1
-    p = _cli("check", str(tmp_path / "missing.json"))
-    assert p.returncode == 3 and "input error" in p.stderr
+    code, out, _ = _cli(capsys, "check", str(rep))
+    assert code == 1 and "FAIL" in out
+    code, _, err = _cli(capsys, "check", str(tmp_path / "missing.json"))
+    assert code == 3 and "input error" in err
+    code, _, err = _cli(capsys, "report", str(rep))
+    assert code == 3 and "--html" in err
+
+
+def test_cli_exit_code_in_a_subprocess(reports, tmp_path):
+    path = copy_report(reports["mlp_sat"], tmp_path / "r")
+    edit_json(path, lambda d: d["evidence"].update(x=d["evidence"]["x"][:-1]))  # one input value short
+    bad = subprocess.run([sys.executable, "-m", "verifier.cli", "check", str(path)], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 1 and "FAIL" in bad.stdout
 
 
 def test_bench_writes_one_report_per_row(tmp_path):
@@ -457,6 +501,7 @@ def test_bench_writes_one_report_per_row(tmp_path):
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     made = sorted(f.name for f in (tmp_path / "reps").glob("*.json"))
-    assert made == ["models_digits_mlp__digits_mlp_eps0.01_idx0.json", "models_digits_mlp__digits_mlp_eps0.01_idx1.json"]
+    assert made == ["models_digits_mlp__digits_mlp_eps0.01_idx0.json",
+                    "models_digits_mlp__digits_mlp_eps0.01_idx1.json"]
     for f in made:
         assert failed(tmp_path / "reps" / f) == []

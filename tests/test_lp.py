@@ -21,7 +21,7 @@ from scipy.optimize import linprog
 
 from conftest import benchmark_path, build_onnx, ort_forward
 from verifier import api
-from verifier.config import VerifyConfig
+from verifier.config import BoundsConfig, VerifyConfig
 from verifier.engines.lp import lp_case, milp_case, milp_leaf, milp_minimum, run_lp_method
 from verifier.engines.onnx_runner import OnnxRunner
 from verifier.errors import InputError, UnsupportedError
@@ -298,6 +298,10 @@ def test_lp_case_proves_loose_property_and_not_a_false_one(nets):
     assert far.status == "unsat", far.reason
     near = lp_case(graph, _case(lo, hi, c, exact + 0.01), 0, runner, time.monotonic() + 30)
     assert near.status != "unsat"
+    prop = Property((_case(lo, hi, c, exact - 5.0),), graph.n_inputs, graph.n_outputs)
+    config = VerifyConfig(bounds=BoundsConfig(method="lp"))
+    result = run_lp_method(graph, prop, config, runner, time.monotonic() + 30)
+    assert result.status is Status.VERIFIED and result.certificate.method == "lp"
 
 
 def test_l2_ball_cases_are_sound(nets):
@@ -383,8 +387,8 @@ TEST_2022 = [("test_nano.onnx", "test_nano.vnnlib"), ("test_tiny.onnx", "test_ti
              ("test_small.onnx", "test_small.vnnlib"), ("test_sat.onnx", "test_prop.vnnlib"),
              ("test_unsat.onnx", "test_prop.vnnlib")]
 
-# Instances whose MILP finishes in about a second or two here (ground truth in brackets
-# only for the reader; the test reads it from the csv).
+# Instances whose MILP finishes in a few seconds here (the verdict in the comment is for the
+# reader; the tests read it from the csv).
 ACAS = [("onnx/ACASXU_run2a_4_8_batch_2000.onnx", "vnnlib/prop_3.vnnlib"),   # unsat
         ("onnx/ACASXU_run2a_5_7_batch_2000.onnx", "vnnlib/prop_4.vnnlib"),   # unsat
         ("onnx/ACASXU_run2a_1_7_batch_2000.onnx", "vnnlib/prop_4.vnnlib"),   # sat
@@ -392,8 +396,12 @@ ACAS = [("onnx/ACASXU_run2a_4_8_batch_2000.onnx", "vnnlib/prop_3.vnnlib"),   # u
 RL = [("onnx/cartpole.onnx", "vnnlib/cartpole_case_unsafe_0.vnnlib"),              # unsat
       ("onnx/cartpole.onnx", "vnnlib/cartpole_case_safe_99.vnnlib"),               # sat
       ("onnx/lunarlander.onnx", "vnnlib/lunarlander_case_safe_52.vnnlib"),         # unsat
-      ("onnx/lunarlander.onnx", "vnnlib/lunarlander_case_unsafe_95.vnnlib")]       # sat
-REACH_SLOW = [("onnx/gcas.onnx", "vnnlib/gcas_3.vnnlib")]                      # unsat, ~10-20 s
+      ("onnx/lunarlander.onnx", "vnnlib/lunarlander_case_unsafe_95.vnnlib"),       # sat
+      ("onnx/dubinsrejoin.onnx", "vnnlib/dubinsrejoin_case_unsafe_83.vnnlib"),     # unsat
+      ("onnx/dubinsrejoin.onnx", "vnnlib/dubinsrejoin_case_unsafe_89.vnnlib")]     # sat
+REACH_SLOW = [("onnx/gcas.onnx", "vnnlib/gcas_3.vnnlib"),                       # unsat, ~7-15 s
+              ("onnx/gcas.onnx", "vnnlib/gcas_7.vnnlib"),                       # unsat
+              ("onnx/gcas.onnx", "vnnlib/gcas_9.vnnlib")]                       # sat, ~15 s
 REACH_SAT = [("onnx/vdp.onnx", "vnnlib/vdp_6.vnnlib"), ("onnx/robot.onnx", "vnnlib/robot_2.vnnlib"),
              ("onnx/gcas.onnx", "vnnlib/gcas_1.vnnlib")]
 

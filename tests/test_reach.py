@@ -161,7 +161,26 @@ def test_jacobian_bounds_contain_autograd_gradients(make_onnx, act, attrs, fn):
     assert np.allclose(G_lo[-1], point, atol=1e-9) and np.allclose(G_hi[-1], point, atol=1e-9)
 
 
-def _clip_mlp(make_onnx, weights):
+@pytest.mark.parametrize("act,attrs,fn", ACTIVATIONS + [("Clip", None, lambda x: torch.clamp(x, -0.3, 0.5))],
+                         ids=[a[0] for a in ACTIVATIONS] + ["Clip"])
+def test_one_neuron_gradient_interval_is_the_exact_derivative_range(make_onnx, act, attrs, fn):
+    """``y = v·act(w·x + b)`` on 1-D boxes: the interval is exactly ``v·w·f'([lo, hi])``, so it
+    must contain every sampled gradient and be reached by dense samples at both ends."""
+    weights = [(np.array([[1.5]]), np.array([0.2])), (np.array([[-0.7]]), np.array([0.1]))]
+    path = _clip_mlp(make_onnx, weights, n_in=1) if act == "Clip" else _mlp_onnx(make_onnx, weights, act, attrs)
+    g = verifier.load_model(path).to(dtype=torch.float64)
+    lo = np.array([[-1.0], [-0.4], [0.3], [-3.0], [-0.15], [2.0]])
+    hi = np.array([[1.0], [-0.1], [2.5], [3.0], [-0.12], [2.0001]])
+    G_lo, G_hi = _gradient_intervals(g, np.ones((1, 1)), lo, hi)
+    for b in range(len(lo)):
+        x = np.linspace(lo[b, 0], hi[b, 0], 20001)[:, None]
+        grads = _torch_gradients(_f32(weights), fn, np.ones((1, 1)), x)[0, :, 0]
+        scale = 1e-3 * (1 + np.abs(grads).max())
+        assert G_lo[b, 0, 0] <= grads.min() + 1e-12 and G_hi[b, 0, 0] >= grads.max() - 1e-12, b
+        assert G_lo[b, 0, 0] >= grads.min() - scale and G_hi[b, 0, 0] <= grads.max() + scale, b
+
+
+def _clip_mlp(make_onnx, weights, n_in: int = 3):
     nodes, inits = [], {"lo": np.array(-0.3, np.float32), "hi": np.array(0.5, np.float32)}
     prev = "x"
     for i, (W, b) in enumerate(weights):
@@ -171,7 +190,7 @@ def _clip_mlp(make_onnx, weights):
         if i < len(weights) - 1:
             nodes.append(helper.make_node("Clip", [out, "lo", "hi"], [f"a{i}"]))
             prev = f"a{i}"
-    return make_onnx(nodes, [("x", [1, 3])], [("y", [1, 2])], inits, name="clip")
+    return make_onnx(nodes, [("x", [1, n_in])], [("y", [1, weights[-1][0].shape[1]])], inits, name="clip")
 
 
 def _gradient_intervals(g, C: np.ndarray, lo: np.ndarray, hi: np.ndarray):
@@ -212,20 +231,20 @@ def _milp_extremes(weights, lo: np.ndarray, hi: np.ndarray, c: np.ndarray) -> tu
             cons += [a >= z, a >= 0, a <= z - cp.multiply(l_z, 1 - d), a <= cp.multiply(np.maximum(u_z, 0), d)]
             h, l_h, u_h = a, np.maximum(l_z, 0), np.maximum(u_z, 0)
         prob = cp.Problem(sense(z @ c), cons)
-        prob.solve(solver=cp.HIGHS)
+        prob.solve(solver=cp.HIGHS, mip_rel_gap=0.0, mip_abs_gap=0.0)
         assert prob.status == cp.OPTIMAL
         out.append(float(prob.value))
     return out[0], out[1]
 
 
-@pytest.mark.parametrize("seed,n_in,objective", [(0, 2, "Y_0"), (1, 3, "Y_1 - Y_0"), (2, 3, "Y_0"), (3, 2, "Y_1 - Y_0")])
-def test_range_matches_exact_milp_optimum(make_onnx, seed, n_in, objective):
+@pytest.mark.parametrize("seed,n_in,objective,tol", [(0, 2, "Y_0", 1e-3), (1, 3, "Y_1 - Y_0", 1e-3),
+                                                     (2, 3, "Y_0", 1e-6), (3, 2, "Y_1 - Y_0", 1e-6)])
+def test_range_matches_exact_milp_optimum(make_onnx, seed, n_in, objective, tol):
     weights = _random_weights(seed, [n_in, 12, 10, 2])
     model = verifier.load_model(_mlp_onnx(make_onnx, weights, name=f"r{seed}"))
     lo, hi = -np.ones(n_in), np.ones(n_in)
     c = np.array([1.0, 0.0]) if objective == "Y_0" else np.array([-1.0, 1.0])
     true_min, true_max = _milp_extremes(_f32(weights), lo, hi, c)
-    tol = 1e-3
     res = reach_range(model, lo, hi, objective, tolerance=tol, timeout=30)
     assert res.min.converged and res.max.converged
     for end, opt in ((res.min, true_min), (res.max, true_max)):

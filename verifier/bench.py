@@ -62,7 +62,8 @@ def _csv_rows(path: Path, what: str) -> list[list[str]]:
         with open(path, newline="", encoding="utf-8") as f:
             return list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        reason = (e.strerror or "unreadable") if isinstance(e, OSError) else \
+            "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "malformed CSV"
         raise InputError(f"cannot read the {what} ({reason})", path=str(path)) from None
 
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-    previous = _on_sigterm(_interrupt)
+    previous = _install_sigterm()
     try:
         if getattr(args, "device", None) is not None:
             from verifier.api import _check_device
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except VerifierError as e:
         return _report(e, args.debug)
     except KeyboardInterrupt as e:
-        print(f"verifier: interrupted{f' ({e})' if str(e) else ''}; finished results are kept",
-              file=sys.stderr)
+        print(f"verifier: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
     except MemoryError:
         print("verifier: resource error: out of memory", file=sys.stderr)
@@ -72,18 +71,21 @@ def main(argv: list[str] | None = None) -> int:
         err = InternalError(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         return _report(err, args.debug)
     finally:
-        _on_sigterm(previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum: int, _frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _on_sigterm(handler):
-    """Install ``handler`` for SIGTERM (main thread only); returns the one it replaces."""
-    if handler is None or threading.current_thread() is not threading.main_thread():
+def _install_sigterm():
+    """Make SIGTERM stop the command like Ctrl-C (finished rows and files are kept, the exit
+    code is 130); returns the handler to restore, None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    return signal.SIG_DFL if previous is None else previous
 
 
 def _report(e: VerifierError, debug: bool) -> int:

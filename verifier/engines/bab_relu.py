@@ -81,14 +81,14 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
     store = _Store({n: s[:0] for n, s in states.items()}, torch.zeros(0, dtype=graph.dtype, device=graph.device),
                    torch.zeros(0, 2, dtype=torch.long, device=graph.device))
     last = time.monotonic()
-    while time.monotonic() < deadline:
+    while True:
         score, choice, cex, params = _bound(prob, states, config, out, deadline)
         if cex is not None:
             out.counterexample = cex
             return out
         _file(store, states, score, choice, config.proof_margin, out, params)
-        if not len(store) or len(store) > config.bab.max_domains:
-            break
+        if not len(store) or len(store) > config.bab.max_domains or time.monotonic() >= deadline:
+            break  # every popped domain has been bounded and filed: the store is the open set
         if time.monotonic() - last > 2.0:
             last = time.monotonic()
             progress(f"relu split: {len(store)} open, {out.domains_bounded} bounded, "

@@ -233,7 +233,8 @@ def check_proof(report: dict, arrays: dict, prop, model_path: Path, out: CheckOu
         out.add("ops covered by the independent checker", False, str(e))
         return
     failed = sb.self_test()
-    out.add("ops pass the self-test (affine adjoints, pooling lines)", not failed, ", ".join(failed) or f"{len(graph.nodes)} nodes")
+    out.add("ops pass the self-test (affine adjoints, pooling lines)", not failed,
+            ", ".join(failed) or f"{len(graph.nodes)} nodes")
     _check_samples(sb, prop, model_path, out)
     by_case: dict[int, list] = {}
     for g in report["evidence"].get("groups") or []:
@@ -256,7 +257,7 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         return
     for g, d in groups:
         if g["kind"] == "region":
-            _leaf_item(out, g, lv.region_scores(sb, case, d["alpha"]).numpy(), margin)
+            _leaf_item(out, g, lv.region_scores(sb, case, d["alpha"], margin).numpy(), margin)
     if "region" in kinds:
         out.add(f"case {c} covered", True, "a leaf bounds the whole region")
         return
@@ -275,7 +276,8 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         out.add(f"case {c} covered by its split tree", ok, note)
         root = sb.intermediate(lv.case_inputs(sb, case))
         for g, d in split:
-            _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"]).numpy(), margin)
+            _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"], margin).numpy(),
+                       margin)
 
 
 def _leaf_item(out: CheckOutcome, g: dict, scores: np.ndarray, margin: float) -> None:

@@ -412,19 +412,3 @@ class SoundBounds:
         ball_mag = torch.einsum("brn,bn->br", Af.abs(), inputs.center.abs()) + norm * inputs.radius
         use_ball = ball - self.gamma * ball_mag > val - self.gamma * mag
         return torch.where(use_ball, ball, val), torch.where(use_ball, ball_mag, mag)
-
-
-def clamp_splits(bounds: dict[str, Box], signs: dict[str, torch.Tensor]) -> dict[str, Box]:
-    """Pre-activation bounds clamped by split decisions: ``signs[name]`` ``(B, *shape)`` int8,
-    ``+1`` active (``lo = max(lo, 0)``), ``-1`` inactive (``hi = min(hi, 0)``), 0 free."""
-    out = dict(bounds)
-    for name, s in signs.items():
-        lo, hi = bounds[name]
-        out[name] = (torch.where(s > 0, lo.clamp(min=0), lo), torch.where(s < 0, hi.clamp(max=0), hi))
-    return out
-
-
-def expand_bounds(bounds: dict[str, Box], D: int) -> dict[str, Box]:
-    """Bounds of a batch of one repeated for ``D`` domains."""
-    return {k: (lo.expand(D, *lo.shape[1:]), hi.expand(D, *hi.shape[1:])) for k, (lo, hi) in bounds.items()}
-

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from verifier.evidence.check_bounds import (ELEMENT_BUDGET, Box, InputSet, SoundBounds, clamp_splits,
-                                            expand_bounds, round_down)
+from verifier.evidence.check_bounds import ELEMENT_BUDGET, Box, InputSet, SoundBounds, round_down
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,27 @@ def case_inputs(sb: SoundBounds, case, lower=None, upper=None) -> InputSet:
     return InputSet(lo, hi, center, r.l2_radius)
 
 
+def clamp_splits(bounds: dict[str, Box], signs: dict[str, torch.Tensor]) -> dict[str, Box]:
+    """Pre-activation bounds clamped by split decisions: ``signs[name]`` ``(B, *shape)`` int8,
+    ``+1`` active (``lo = max(lo, 0)``), ``-1`` inactive (``hi = min(hi, 0)``), 0 free."""
+    out = dict(bounds)
+    for name, s in signs.items():
+        lo, hi = bounds[name]
+        out[name] = (torch.where(s > 0, lo.clamp(min=0), lo), torch.where(s < 0, hi.clamp(max=0), hi))
+    return out
+
+
+def expand_bounds(bounds: dict[str, Box], D: int) -> dict[str, Box]:
+    """Bounds of a batch of one repeated for ``D`` domains."""
+    return {k: (lo.expand(D, *lo.shape[1:]), hi.expand(D, *hi.shape[1:])) for k, (lo, hi) in bounds.items()}
+
+
 def _chunk(sb: SoundBounds, rows: int, tighten: bool) -> int:
     width = max([int(np.prod(n.out_shape)) for n in sb.g.nodes] + [sb.g.n_inputs])
     return max(1, ELEMENT_BUDGET // 4 // (width * max(rows, width if tighten else 1)))
 
 
-def region_scores(sb: SoundBounds, case, alphas: dict) -> torch.Tensor:
+def region_scores(sb: SoundBounds, case, alphas: dict, margin: float = math.inf) -> torch.Tensor:
     """Scores of whole-region leaves (one per entry of the α batch, or one) → ``(D,)``."""
     rows = CaseRows.of(case)
     alphas = {k: torch.as_tensor(v) for k, v in alphas.items()}
@@ -72,10 +86,11 @@ def region_scores(sb: SoundBounds, case, alphas: dict) -> torch.Tensor:
     bounds = expand_bounds(sb.intermediate(one), D)
     inputs = InputSet(one.lower.expand(D, *one.lower.shape[1:]), one.upper.expand(D, *one.upper.shape[1:]),
                       None if one.center is None else one.center.expand(D, -1), one.radius)
-    return _scores(sb, rows, inputs, bounds, alphas)
+    return _scores(sb, rows, inputs, bounds, alphas, margin=margin)
 
 
-def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alphas: dict, betas: dict) -> torch.Tensor:
+def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alphas: dict, betas: dict,
+                 margin: float = math.inf) -> torch.Tensor:
     """Scores of ReLU-split leaves: the root's intermediate bounds, split neurons clamped, α slopes
     and β·s added at the pre-activation values (β clipped to >= 0). ``signs[pre]`` ``(D, n)``
     int8, ``alphas``/``betas`` ``(D, R, *shape)`` numpy arrays → ``(D,)``."""
@@ -93,7 +108,7 @@ def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alpha
         inputs = InputSet(one.lower.expand(n, *one.lower.shape[1:]), one.upper.expand(n, *one.upper.shape[1:]),
                           None if one.center is None else one.center.expand(n, -1), one.radius)
         a = {k: torch.as_tensor(v[sl]) for k, v in alphas.items()}
-        out.append(_scores(sb, rows, inputs, bounds, a, extra or None))
+        out.append(_scores(sb, rows, inputs, bounds, a, extra or None, margin))
     return torch.cat(out)
 
 
@@ -148,7 +163,8 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
         prev = _batched_intermediate(sb, inputs, None if prev is None else _meet(prev, [pc.parents for pc in level]))
         done = [k for k, (leaf, _) in enumerate(plan) if leaf >= 0]
         if done:
-            sc = _leaf_piece_scores(sb, rows, inputs, prev, done, [plan[k][0] for k in done], lows, highs, alphas)
+            sc = _leaf_piece_scores(sb, rows, inputs, prev, done, [plan[k][0] for k in done], lows, highs, alphas,
+                                    margin)
             worst, failed = min(worst, float(sc.min())), failed + int((~(sc > margin)).sum())
         level = _next_level(level, plan, budget=cap // 2 - pieces)
     return TreeResult(True, f"{L} boxes cover the region ({pieces} pieces bounded)", failed, worst, pieces)
@@ -201,7 +217,7 @@ def _batched_intermediate(sb: SoundBounds, inputs: InputSet, fixed) -> dict[str,
 
 
 def _leaf_piece_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list, leaf: list, lows, highs,
-                       alphas) -> torch.Tensor:
+                       alphas, margin: float) -> torch.Tensor:
     """Scores of the pieces ``done`` (rows of this level), piece ``k`` lying in leaf ``leaf[k]``;
     where a piece is smaller than its leaf, the leaf box bounded on its own counts too."""
     sel = torch.as_tensor(done)
@@ -209,34 +225,80 @@ def _leaf_piece_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list,
                    inputs.radius)
     b = {k: (lo[sel], hi[sel]) for k, (lo, hi) in bounds.items()}
     a = {k: torch.as_tensor(v[leaf]) for k, v in (alphas or {}).items()}
-    score = _scores(sb, rows, sub, b, a)
+    score = _scores(sb, rows, sub, b, a, margin=margin)
     full = (-1, *sb.g.input_full_shape)
     smaller = not (torch.equal(sub.lower.reshape(len(done), -1), torch.as_tensor(lows[leaf]))
                 and torch.equal(sub.upper.reshape(len(done), -1), torch.as_tensor(highs[leaf])))
     if smaller:
         whole = InputSet(torch.as_tensor(lows[leaf]).reshape(full), torch.as_tensor(highs[leaf]).reshape(full),
                          sub.center, sub.radius)
-        score = torch.maximum(score, _scores(sb, rows, whole, sb.intermediate(whole), a))
+        score = torch.maximum(score, _scores(sb, rows, whole, sb.intermediate(whole), a, margin=margin))
     return score
 
 
 def _scores(sb: SoundBounds, rows: CaseRows, inputs: InputSet, bounds, alphas: dict | None = None,
-            extra: dict | None = None) -> torch.Tensor:
+            extra: dict | None = None, margin: float = math.inf) -> torch.Tensor:
     """The best of several sound scores ``(B,)``: CROWN with the recorded slopes (if any), with
     the default slopes and with all slopes 0 and 1 (CROWN is not monotone in its intermediate
-    bounds, so no single choice always reproduces the bound the verifier found), and, without
-    split multipliers, the interval bound."""
+    bounds, so no single choice always reproduces the bound the verifier found), without split
+    multipliers the interval bound; and, for leaves that recorded no multipliers at all, a
+    short search over the slopes for entries still at or below ``margin`` (recorded multipliers
+    are checked as given, not repaired). Every candidate is a sound bound, so the search only
+    decides how hard the checker tries, never what it accepts."""
     C = rows.batch(inputs.lower.shape[0])
     best = rows.scores(sb.rows_lower(C, bounds, inputs, alphas or None, extra))
     for fill in (None, 0.0, 1.0):
-        a = None if fill is None else {n.name: torch.full((C.shape[0], C.shape[1], *n.out_shape), fill,
-                                                          dtype=torch.float64)
-                                       for n in sb.g.nodes if n.op in ("Relu", "LeakyRelu")}
         if alphas or fill is not None:
-            best = torch.maximum(best, rows.scores(sb.rows_lower(C, bounds, inputs, a, extra)))
+            best = torch.maximum(best, rows.scores(sb.rows_lower(C, bounds, inputs, _fill(sb, C, fill), extra)))
     if extra is None:
         best = torch.maximum(best, rows.scores(sb.interval_rows_lower(C, bounds)))
+    weak = torch.nonzero(~(best > margin)).flatten()
+    if weak.numel() and math.isfinite(margin) and not alphas and extra is None:
+        best[weak] = torch.maximum(best[weak], _search(sb, rows, inputs, bounds, extra, weak, margin))
     return best
+
+
+def _fill(sb: SoundBounds, C: torch.Tensor, fill: float | None) -> dict | None:
+    if fill is None:
+        return None
+    return {n.name: torch.full((C.shape[0], C.shape[1], *n.out_shape), fill, dtype=torch.float64)
+            for n in sb.g.nodes if n.op in ("Relu", "LeakyRelu")}
+
+
+def _search(sb: SoundBounds, rows: CaseRows, inputs: InputSet, bounds, extra, sel, margin: float,
+            steps: int = 30) -> torch.Tensor:
+    """Best scores of the entries ``sel`` over up to ``steps`` projected signed-gradient steps on
+    the ReLU slopes (each row its own slopes) from the default choice, ending once all clear
+    ``margin``."""
+    n = sel.numel()
+    sub = InputSet(inputs.lower[sel], inputs.upper[sel], None if inputs.center is None else inputs.center[sel],
+                   inputs.radius)
+    b = {k: (lo[sel], hi[sel]) for k, (lo, hi) in bounds.items()}
+    ex = None if extra is None else {k: v[sel] for k, v in extra.items()}
+    C = rows.batch(n)
+    alphas = {}
+    for node in sb.g.nodes:
+        if node.op in ("Relu", "LeakyRelu"):
+            lo, hi = b[node.inputs[0]]
+            alphas[node.name] = (hi >= -lo).to(torch.float64).unsqueeze(1).expand(n, C.shape[1], *lo.shape[1:]).clone()
+    best = torch.full((n,), -math.inf, dtype=torch.float64)
+    if not alphas:
+        return best
+    for t in range(steps):
+        for a in alphas.values():
+            a.requires_grad_(True)
+        with torch.enable_grad():
+            lb = sb.rows_lower(C, b, sub, alphas, ex)
+            grads = torch.autograd.grad(torch.nan_to_num(lb, nan=0.0, neginf=0.0).sum(), list(alphas.values()),
+                                        allow_unused=True)
+        best = torch.maximum(best, rows.scores(lb.detach()))
+        if bool((best > margin).all()):
+            return best
+        step = 0.25 * (1 - t / steps) + 0.01
+        alphas = {k: (a.detach() + step * torch.sign(g if g is not None else torch.zeros_like(a))).clamp(0.0, 1.0)
+                  for (k, a), g in zip(alphas.items(), grads)}
+    with torch.no_grad():
+        return torch.maximum(best, rows.scores(sb.rows_lower(C, b, sub, alphas, ex)))
 
 
 def choose_cuts(plo, phi, L, H) -> list[tuple[int, float]]:
