@@ -53,13 +53,17 @@ class _Domains:
     score: torch.Tensor
     split_dim: torch.Tensor
     inter: dict
+    alphas: dict | None = None          # α slopes (D, R, *shape) of domains bounded by α-CROWN
+    alpha_used: torch.Tensor | None = None  # (D,) which domains' scores come from those slopes
 
     def __len__(self) -> int:
         return self.lower.shape[0]
 
     def select(self, idx: torch.Tensor) -> "_Domains":
+        alphas = None if self.alphas is None else {k: v[idx] for k, v in self.alphas.items()}
+        used = None if self.alpha_used is None else self.alpha_used[idx]
         return _Domains(self.lower[idx], self.upper[idx], self.score[idx], self.split_dim[idx],
-                        {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()})
+                        {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()}, alphas, used)
 
     def extend(self, other: "_Domains") -> "_Domains":
         cat = torch.cat
@@ -163,9 +167,13 @@ def _strong_split(s: _Search, parents: _Domains):
 def _file(s: _Search, store: _Domains, batch: _Domains) -> _Domains:
     """Closed domains become leaves; the rest join the store."""
     closed = batch.score > s.config.proof_margin
-    if bool(closed.any()):
-        los, his = batch.lower[closed].double().cpu().numpy(), batch.upper[closed].double().cpu().numpy()
-        for lo, hi, b in zip(los, his, batch.score[closed].double().cpu().tolist()):
+    for i in torch.nonzero(closed).flatten().tolist():
+        lo, hi = batch.lower[i].double().cpu().numpy(), batch.upper[i].double().cpu().numpy()
+        b = float(batch.score[i])
+        if batch.alpha_used is not None and bool(batch.alpha_used[i]):
+            mult = {"alpha": {k: v[i].double().cpu().numpy() for k, v in batch.alphas.items()}}
+            s.out.leaves.append(Leaf(s.case_index, "bab-input/alpha-crown", b, lo, hi, multipliers=mult))
+        else:
             s.out.leaves.append(Leaf(s.case_index, "bab-input/crown", b, lo, hi))
     return store.extend(batch.select(torch.nonzero(~closed).flatten()))
 
@@ -185,15 +193,22 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
         lb = spec_bounds(g, s.rows.batch_C(B), bounds, region, trace=trace)
     score = s.rows.worst(lb)
     open_ = torch.nonzero(score <= cfg.proof_margin).flatten()
+    alphas, used = None, None
     if cfg.bab.input_alpha_iterations and open_.numel():
+        a_score, a_params = _alpha_scores(s, bounds, region, open_)
+        better = a_score > score[open_]
         score = score.clone()
-        score[open_] = torch.maximum(score[open_], _alpha_scores(s, bounds, region, open_))
+        score[open_] = torch.where(better, a_score, score[open_])
+        used = torch.zeros(B, dtype=torch.bool, device=lo.device)
+        used[open_] = better
+        alphas = {k: torch.zeros(B, *v.shape[1:], dtype=v.dtype, device=v.device).index_copy(0, open_, v)
+                  for k, v in a_params.items()}
     s.out.domains_bounded += B
     a = trace.A_x.reshape(B, lb.shape[1], -1)[torch.arange(B), s.rows.worst_row(lb)]
     dims = (a.abs() * (hi - lo)).argmax(dim=1)
     inter = {n: bounds[n] for n in nonlinear_inputs(g)}
     cex = _probe(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin)
-    return _Domains(lo, hi, score, dims, inter), cex
+    return _Domains(lo, hi, score, dims, inter, alphas, used), cex
 
 
 PGD_BOXES = 16  # most promising open boxes searched by a short PGD run per batch
@@ -205,15 +220,17 @@ def _probe_rng(like: torch.Tensor) -> torch.Generator:
     return torch.Generator().manual_seed(int(like.shape[0] * 7919 + float(like.sum()) * 1e6) % (2**31))
 
 
-def _alpha_scores(s: _Search, bounds: dict, region: Region, idx: torch.Tensor) -> torch.Tensor:
-    """α-CROWN scores of the domains ``idx`` of a bounded batch (only those still open)."""
+def _alpha_scores(s: _Search, bounds: dict, region: Region, idx: torch.Tensor):
+    """α-CROWN scores of the domains ``idx`` of a bounded batch (only those still open) and the
+    slopes that give them."""
     cfg = s.config
     sub = {k: (lo[idx], hi[idx]) for k, (lo, hi) in bounds.items()}
     sub_region = Region(region.lower[idx], region.upper[idx])
     acfg = dataclasses.replace(cfg.bounds, alpha_iterations=cfg.bab.input_alpha_iterations)
+    params: dict = {}
     lb = alpha_spec_bounds(s.graph, s.rows.batch_C(idx.numel()), sub, sub_region, acfg, time.monotonic() + 5.0,
-                           done=lambda b: bool((s.rows.worst(b) > cfg.proof_margin).all()))
-    return s.rows.worst(lb)
+                           done=lambda b: bool((s.rows.worst(b) > cfg.proof_margin).all()), params_out=params)
+    return s.rows.worst(lb), params
 
 
 def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin):

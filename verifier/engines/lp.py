@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from verifier.engines.confirm import confirm
@@ -141,8 +142,6 @@ def _crown_rows(renc: RegionEncoding, C: np.ndarray) -> tuple[np.ndarray, np.nda
 def _disjunct_system(system, renc: RegionEncoding, conj: Conjunction, t_cap: float | None):
     """``system`` plus ``t`` (last variable) with ``C y - t <= d``; ``t`` bounded below by the
     rows' bounds and above by ``t_cap`` (or the rows' upper bounds)."""
-    import scipy.sparse as sp
-
     lo, hi = renc.enc.bounds[renc.graph.output_name]
     C, d = conj.C, conj.d
     Cp, Cn = np.clip(C, 0, None), np.clip(C, None, 0)

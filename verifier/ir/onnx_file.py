@@ -54,6 +54,10 @@ def check_standard(model: onnx.ModelProto, nodes: list[onnx.NodeProto], path: st
     if model.ir_version > onnx.IR_VERSION:
         raise UnsupportedError(f"ONNX IR version {model.ir_version} is newer than the supported "
                                f"{onnx.IR_VERSION}", path=path)
+    names = [n.name for n in nodes if n.name]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InputError(f"two nodes are named '{twice}' (node names must be unique)", path=path)
     if model.ByteSize() > MAX_FILE_BYTES:
         return  # the checker cannot take messages over 2 GiB; import still checks every node
     if list(model.graph.node) != list(nodes):
