@@ -26,7 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--results", help="results CSV (default: bench_<folder>.csv in the current folder)")
     p.add_argument("--resume", action="store_true", help="skip instances already in the results file")
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
-    p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown"])
+    p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown", "lp", "milp"])
+    p.add_argument("--solver", default="HIGHS", help="cvxpy solver for lp / milp (default HIGHS)")
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
     p.add_argument("--bab", default="auto", choices=["auto", "input", "relu"])
     p.add_argument("--reports", metavar="DIR", help="write a JSON safety report per instance into DIR "

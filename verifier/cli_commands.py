@@ -27,7 +27,7 @@ def _config(args, timeout: float):
 
     from verifier.config import BabConfig, BoundsConfig, VerifyConfig
 
-    bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"))
+    bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"), solver=getattr(args, "solver", "HIGHS"))
     bab = BabConfig(enabled=not getattr(args, "no_bab", False), strategy=getattr(args, "bab", "auto"))
     cfg = VerifyConfig(timeout=timeout, device=args.device, seed=args.seed, bounds=bounds, bab=bab)
     return dataclasses.replace(cfg)
@@ -43,8 +43,10 @@ def register_verify(sub) -> None:
     p.add_argument("--result-file", help="write the VNN-COMP result file (witness after sat)")
     p.add_argument("--report", metavar="FILE", help="write a JSON safety report (+ FILE's .npz sidecar); "
                    "check it with `verifier check FILE`")
-    p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown"],
-                   help="strongest bound method before branching (default alpha-crown)")
+    p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown", "lp", "milp"],
+                   help="strongest bound method before branching (default alpha-crown); lp / milp decide "
+                        "with the LP relaxation / exact MILP instead")
+    p.add_argument("--solver", default="HIGHS", help="cvxpy solver for lp / milp (default HIGHS)")
     p.add_argument("--bab", default="auto", choices=["auto", "input", "relu"],
                    help="branch-and-bound strategy (default: by input dimension)")
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")

@@ -19,9 +19,11 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class BoundsConfig:
-    """Bound propagation: ``ibp``, ``crown`` or ``alpha-crown`` (each runs the ones before)."""
+    """Bound propagation: ``ibp``, ``crown`` or ``alpha-crown`` (each runs the ones before), or
+    ``lp``/``milp`` (cvxpy with ``solver``) instead of propagation and branching."""
 
     method: str = "alpha-crown"
+    solver: str = "HIGHS"
     alpha_iterations: int = 20
     alpha_lr: float = 0.25
     max_batch_elements: int = 1 << 26  # cap on elements of one coefficient tensor (memory)

@@ -44,6 +44,8 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
                   started, progress)
     if cex is not None:
         return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
+    if config.bounds.method in ("lp", "milp"):
+        return _solver_method(prover, prop, config, runner, deadline, trail, started, progress)
     open_cases, leaves, worst = _bound_cases(prover, prop, config, deadline, trail, progress)
     known = {"open_cases": open_cases, "best_global_bound": worst}
     if not open_cases:
@@ -72,6 +74,19 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
     if time.monotonic() >= deadline:
         return finish(Status.TIMEOUT, "time limit reached with cases open", bounds=known)
     return finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds", bounds=known)
+
+
+def _solver_method(graph, prop, config, runner, deadline, trail, started, progress) -> Result:
+    """``--method lp|milp``: decide every case with the LP relaxation or the exact MILP."""
+    from verifier.engines.lp import run_lp_method
+
+    result = run_lp_method(graph, prop, config, runner, deadline, method=config.bounds.method,
+                           solver=config.bounds.solver, progress=progress)
+    trail.append({"engine": config.bounds.method, "solver": config.bounds.solver,
+                  "outcome": result.status.value, "time": time.monotonic() - started})
+    result.trail = trail + result.trail
+    result.stats["time"] = time.monotonic() - started
+    return result
 
 
 def _proof_dtype(config: VerifyConfig) -> torch.dtype:
