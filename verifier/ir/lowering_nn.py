@@ -18,7 +18,11 @@ def _spatial_pads(imp, in_sp, kernel, strides, dilations) -> tuple[list[int], li
     """Begin/end pads from ``pads`` or ``auto_pad``."""
     n = len(kernel)
     auto = imp.attr("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = auto.decode(errors="replace") if isinstance(auto, bytes) else auto
+    if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise imp.error(f"auto_pad '{auto}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER", unsupported=False)
+    if auto != "NOTSET" and imp.attr("pads") is not None:
+        raise imp.error(f"both auto_pad '{auto}' and pads are given (onnxruntime refuses this)", unsupported=False)
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         begins, ends = [], []
         for size, k, s, d in zip(in_sp, kernel, strides, dilations):
