@@ -1,5 +1,5 @@
 """Nothing is lost: killed runs leave complete results, ``--resume`` finishes them, files are
-replaced atomically.
+replaced atomically; and untrusted input files cannot run code or reach outside their folder.
 
 ``verifier bench`` and ``verifier certify`` run as real processes and are stopped with
 SIGINT, SIGTERM or SIGKILL once their results file holds a row or two. The file must then be
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,9 +20,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
 from conftest import MODELS_DIR, ROOT, SPECS_DIR
+from fuzz import mutate
 from verifier.cli import main
 from verifier.errors import InputError
 from verifier.resultfile import write_atomic
@@ -259,3 +263,89 @@ def test_sigterm_handler_is_restored(capsys) -> None:
     main(["info", str(MODELS_DIR / "digits_mlp.onnx")])
     capsys.readouterr()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# ---- untrusted files -----------------------------------------------------------------------
+def test_numpy_never_unpickles() -> None:
+    """Every ``np.load`` in the package refuses pickles explicitly."""
+    calls = []
+    for path in (ROOT / "verifier").rglob("*.py"):
+        for m in re.finditer(r"np\.load\(([^)]*)\)", path.read_text()):
+            calls.append((path.name, m.group(1)))
+    assert calls and all("allow_pickle=False" in args for _, args in calls), calls
+    assert not any(re.search(r"\bpickle\b|torch\.load|yaml\.load\b", p.read_text())
+                   for p in (ROOT / "verifier").rglob("*.py"))
+
+
+def test_pickle_payload_is_refused_and_never_run(tmp_path: Path, capsys) -> None:
+    """An .npy/.npz whose object array would run code when unpickled: refused, not run."""
+    import pickle
+
+    class Payload:
+        def __init__(self, target: Path):
+            self.target = target
+
+        def __reduce__(self):
+            return (Path.touch, (self.target,))
+
+    proof, marker = tmp_path / "unpickling_runs_it", tmp_path / "pwned"
+    pickle.loads(pickle.dumps(Payload(proof)))
+    assert proof.exists()   # the payload is real: unpickling it creates a file
+    arr = np.empty(1, dtype=object)
+    arr[0] = Payload(marker)
+    npy = tmp_path / "evil.npy"
+    np.save(npy, arr, allow_pickle=True)
+    np.savez(tmp_path / "evil.npz", x=arr, y=np.zeros(1, np.int64))
+    smooth = str(MODELS_DIR / "digits_smooth.onnx")
+    assert main(["certify", smooth, "--input", str(npy), "--sigma", "0.25"]) == 3
+    assert main(["certify", smooth, "--data", str(tmp_path / "evil.npz"), "--sigma", "0.25"]) == 3
+    capsys.readouterr()
+    assert not marker.exists()
+
+
+def test_protobuf_size_limit_is_checked(monkeypatch) -> None:
+    """A model file over protobuf's 2 GiB limit is refused before it is read."""
+    from verifier import api
+    from verifier.errors import InputError
+    from verifier.ir import onnx_file
+
+    real_stat = Path.stat
+
+    def huge_stat(self, *a, **k):
+        st = real_stat(self, *a, **k)
+        if self.name != "digits_mlp.onnx":
+            return st
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                               onnx_file.MAX_FILE_BYTES + 1, st.st_atime, st.st_mtime, st.st_ctime))
+
+    monkeypatch.setattr(Path, "stat", huge_stat)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the file was read"))
+    with pytest.raises(InputError, match="2 GiB"):
+        api.load_model(MODELS_DIR / "digits_mlp.onnx")
+
+
+@pytest.mark.parametrize("how", ["file_symlink", "folder_symlink", "parent", "absolute"])
+def test_external_data_stays_in_the_model_folder(tmp_path: Path, how: str) -> None:
+    """External tensor data may not leave the model's folder: not by '..', an absolute path,
+    a symlinked file or a symlinked sub-folder (the target holds valid weights)."""
+    from verifier import api
+    from verifier.errors import InputError
+
+    outside, inner = tmp_path / "outside", tmp_path / "model"
+    outside.mkdir()
+    inner.mkdir()
+    W1 = onnx.numpy_helper.to_array(mutate.mlp_model().graph.initializer[0])
+    (outside / "w.bin").write_bytes(np.ascontiguousarray(W1).tobytes())
+    location = {"parent": "../outside/w.bin", "absolute": str(outside / "w.bin"),
+                "file_symlink": "w.bin", "folder_symlink": "data/w.bin"}[how]
+    if how == "file_symlink":
+        os.symlink(outside / "w.bin", inner / "w.bin")
+    if how == "folder_symlink":
+        os.symlink(outside, inner / "data")
+    path = inner / "m.onnx"
+    path.write_bytes(mutate.set_external(mutate.mlp_model(), "W1", location).SerializeToString())
+    with pytest.raises(InputError, match="outside the model's folder"):
+        api.load_model(path)
+    (inner / "ok.bin").write_bytes(np.ascontiguousarray(W1).tobytes())   # the same weights inside load
+    path.write_bytes(mutate.set_external(mutate.mlp_model(), "W1", "ok.bin").SerializeToString())
+    assert api.load_model(path).n_inputs == mutate.N_IN

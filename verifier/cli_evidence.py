@@ -31,10 +31,21 @@ def register_check(sub) -> None:
     p.set_defaults(func=run_check)
 
 
+def _structural(report: str, fn, *args):
+    """Run ``fn``; a report whose JSON has the wrong structure (a field of the wrong type, a
+    missing key) is an input error naming the report, not a crash."""
+    from verifier.errors import InputError
+
+    try:
+        return fn(*args)
+    except (AttributeError, KeyError, TypeError, IndexError) as e:
+        raise InputError(f"the report's structure is damaged ({type(e).__name__}: {e})", path=report) from None
+
+
 def run_check(args) -> int:
     from verifier.evidence.check import check_report
 
-    outcome = check_report(args.report, args.model, args.property)
+    outcome = _structural(args.report, check_report, args.report, args.model, args.property)
     for item in outcome.items:
         if not (args.quiet and item.ok):
             print(f"{'PASS' if item.ok else 'FAIL'}  {item.name}" + (f": {item.detail}" if item.detail else ""))
@@ -71,6 +82,6 @@ def run_report(args) -> int:
 
     if not args.html and not args.md:
         raise InputError("give --html FILE and/or --md FILE")
-    for path in render_files(args.report, args.html, args.md):
+    for path in _structural(args.report, render_files, args.report, args.html, args.md):
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -75,9 +75,14 @@ def _npy(arr: np.ndarray) -> bytes:
 
 
 def cases(f: dict[str, str]) -> dict[str, CliCase]:
-    """Case name → :class:`CliCase`, at least one per sub-command."""
-    F = f
-    c = {
+    """Case name (``<command>_<what>``) → :class:`CliCase`, at least one per sub-command;
+    ``f`` maps the names of :func:`make_files` to paths."""
+    return {**_model_cases(f), **_file_cases(f)}
+
+
+def _model_cases(F: dict[str, str]) -> dict[str, CliCase]:
+    """verify, bounds, info, reach, bounds-bench."""
+    return {
         "verify_junk_model": CliCase(("verify", F["junk.onnx"], SPEC), 3, ("junk.onnx", "not an ONNX model")),
         "verify_junk_spec": CliCase(("verify", MODEL, F["junk.vnnlib"]), 3, ("junk.vnnlib", "UTF-8")),
         "verify_unsupported_op": CliCase(("verify", F["erf.onnx"], SPEC), 4, ("Erf",)),
@@ -88,6 +93,21 @@ def cases(f: dict[str, str]) -> dict[str, CliCase]:
         "info_missing": CliCase(("info", F["absent"]), 3, ("absent.file", "not found")),
         "info_folder": CliCase(("info", F["a_folder"]), 3, ("a_folder",)),
         "info_unsupported_op": CliCase(("info", F["erf.onnx"]), 4, ("Erf",)),
+        "reach_junk_model": CliCase(("reach", F["junk.onnx"], "--region", SPEC), 3, ("junk.onnx",)),
+        "reach_junk_region": CliCase(("reach", MODEL, "--region", F["junk.vnnlib"]), 3, ("junk.vnnlib",)),
+        "reach_bad_objective": CliCase(("reach", MODEL, "--region", SPEC, "--objective", "Y_0 ** 2"), 3,
+                                       ("objective",)),
+        "reach_output_out_of_range": CliCase(("reach", MODEL, "--region", SPEC, "--objective", "Y_99"), 3,
+                                             ("Y_99",)),
+        "reach_nan_timeout": CliCase(("reach", MODEL, "--region", SPEC, "--timeout", "nan"), 3, ("--timeout",)),
+        "reach_unsupported_op": CliCase(("reach", F["erf.onnx"], "--region", SPEC), 4, ("Erf",)),
+        "bounds_bench_no_folder": CliCase(("bounds-bench", "--benchmarks", F["absent"]), 3, ("absent.file",)),
+    }
+
+
+def _file_cases(F: dict[str, str]) -> dict[str, CliCase]:
+    """bench, certify, check, report."""
+    return {
         "bench_no_instances": CliCase(("bench", str(Path(F["no_instances/readme.txt"]).parent)), 3,
                                       ("instances.csv",)),
         "bench_bad_timeout": CliCase(("bench", str(Path(F["bad_timeout/instances.csv"]).parent)), 3,
@@ -127,17 +147,7 @@ def cases(f: dict[str, str]) -> dict[str, CliCase]:
         "report_no_output": CliCase(("report", F["list.json"]), 3, ("--html",)),
         "report_not_json": CliCase(("report", F["junk.json"], "--md", F["absent"]), 3, ("junk.json",)),
         "report_other_schema": CliCase(("report", F["other_schema.json"], "--html", F["absent"]), 3, ("schema",)),
-        "reach_junk_model": CliCase(("reach", F["junk.onnx"], "--region", SPEC), 3, ("junk.onnx",)),
-        "reach_junk_region": CliCase(("reach", MODEL, "--region", F["junk.vnnlib"]), 3, ("junk.vnnlib",)),
-        "reach_bad_objective": CliCase(("reach", MODEL, "--region", SPEC, "--objective", "Y_0 ** 2"), 3,
-                                       ("objective",)),
-        "reach_output_out_of_range": CliCase(("reach", MODEL, "--region", SPEC, "--objective", "Y_99"), 3,
-                                             ("Y_99",)),
-        "reach_nan_timeout": CliCase(("reach", MODEL, "--region", SPEC, "--timeout", "nan"), 3, ("--timeout",)),
-        "reach_unsupported_op": CliCase(("reach", F["erf.onnx"], "--region", SPEC), 4, ("Erf",)),
-        "bounds_bench_no_folder": CliCase(("bounds-bench", "--benchmarks", F["absent"]), 3, ("absent.file",)),
     }
-    return c
 
 
 COMMANDS = ("verify", "bounds", "info", "bench", "certify", "check", "report", "reach", "bounds-bench")

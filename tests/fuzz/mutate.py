@@ -160,7 +160,8 @@ def external_data(m, rng):
     t = rng.choice(_weights(m))
     location = rng.choice(("../outside.bin", "/etc/hostname", "../../../../etc/passwd",
                            "missing.bin", "link_out.bin", "sub/../../x.bin", ".", ""))
-    return set_external(m, t.name, location, rng.choice((0, 10**12))), f"initializer {t.name} external data at '{location}'"
+    offset = rng.choice((0, 10**12))
+    return set_external(m, t.name, location, offset), f"initializer {t.name} external data at '{location}'+{offset}"
 
 
 def duplicate_outputs(m, rng):

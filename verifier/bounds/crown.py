@@ -31,10 +31,15 @@ def nonlinear_inputs(graph: Graph) -> dict[str, bool]:
     return out
 
 
+class DeadlineReached(Exception):
+    """Raised by :func:`intermediate_bounds` when its deadline passes between layers."""
+
+
 def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_crown: bool = True,
-                        fixed: dict[str, Box] | None = None) -> dict[str, Box]:
+                        fixed: dict[str, Box] | None = None, deadline: float | None = None) -> dict[str, Box]:
     """Bounds of every value: interval bounds, tightened by CROWN at nonlinear inputs.
 
+    ``deadline`` (monotonic seconds) raises :class:`DeadlineReached` between layers once passed.
     ``fixed`` holds known valid bounds to intersect in before tightening (e.g. a parent
     domain's bounds, or split constraints); shapes ``(B, *shape)``. Neurons they already make
     stable need no CROWN pass.
@@ -46,6 +51,8 @@ def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_
         if fixed and node.name in fixed:
             lo, hi = torch.maximum(lo, fixed[node.name][0]), torch.minimum(hi, fixed[node.name][1])
         if node.name in needs and isinstance(graph.ops[node.name], Affine):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineReached(f"time limit reached while bounding '{node.name}'")
             lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config)
         bounds[node.name] = (lo, hi)
     return bounds

@@ -62,6 +62,9 @@ def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config:
 
 
 def _run_case(graph, case, index, runner, config, deadline, progress, strategy) -> SplitOutcome:
+    if any(conj.C.shape[0] == 0 for conj in case.unsafe):
+        return SplitOutcome(case_index=index, reason="a disjunct with no output constraint makes every "
+                            "input unsafe, but no input was confirmed by onnxruntime")
     if strategy == "input":
         return input_split(graph, case, index, runner, config, deadline, progress)
     from verifier.engines.bab_relu import relu_split

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from verifier.bounds.crown import _initial_alphas, intermediate_bounds, optimise_rows, spec_bounds
+from verifier.bounds.crown import DeadlineReached, _initial_alphas, intermediate_bounds, optimise_rows, spec_bounds
 from verifier.bounds.linear import Region, Trace
 from verifier.config import VerifyConfig
 from verifier.engines.bab_input import SplitOutcome, _probe
@@ -71,8 +71,12 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
                progress) -> SplitOutcome:
     """Branch on ReLU neurons until every domain is closed, a counterexample is confirmed, or
     time runs out."""
-    prob = _setup(graph, case, case_index, runner, config)
     out = SplitOutcome(case_index=case_index)
+    try:
+        prob = _setup(graph, case, case_index, runner, config, deadline)
+    except DeadlineReached:
+        out.reason = "time limit reached while bounding the root"
+        return _finish(None, out)
     if not prob.relus:
         out.reason = "no ReLU neurons to split"
         return _finish(None, out)
@@ -110,10 +114,10 @@ def _finish(store, out: SplitOutcome) -> SplitOutcome:
     return out
 
 
-def _setup(graph: Graph, case, case_index, runner, config: VerifyConfig) -> _Problem:
+def _setup(graph: Graph, case, case_index, runner, config: VerifyConfig, deadline: float) -> _Problem:
     region = case_region(graph, case)
     with torch.no_grad():
-        root = intermediate_bounds(graph, region, config.bounds)
+        root = intermediate_bounds(graph, region, config.bounds, deadline=deadline)
     relus = {n.name: n.inputs[0] for n in graph.nodes if isinstance(graph.ops[n.name], (Relu, LeakyRelu))}
     rows = RowSpec.of(case, graph.n_outputs, graph.dtype, graph.device)
     unsafe = UnsafeSet(case, graph.n_outputs, graph.dtype, graph.device)

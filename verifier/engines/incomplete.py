@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from verifier.bounds.crown import alpha_spec_bounds, interval_spec_bounds, intermediate_bounds, spec_bounds
+from verifier.bounds.crown import DeadlineReached, alpha_spec_bounds, interval_spec_bounds, intermediate_bounds, spec_bounds
 from verifier.bounds.linear import Region
 from verifier.config import BoundsConfig
 from verifier.ir.graph import Graph
@@ -63,6 +63,8 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
     """
     region = case_region(graph, case)
     C, d, sizes = stacked_rows(case, graph)
+    if min(sizes, default=0) == 0:  # a disjunct without output rows: every input of the region is unsafe
+        return [_judge("ibp", torch.zeros(1, C.shape[1], dtype=graph.dtype), d, sizes, margin)]
     stages = METHODS[: METHODS.index(method) + 1]
     out: list[CaseBounds] = []
     best = None
@@ -74,9 +76,12 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
         if out[-1].proven or time.monotonic() >= deadline:
             break
         if stage == "crown":
-            with torch.no_grad():
-                bounds = intermediate_bounds(graph, region, config)
-                best = torch.maximum(best, spec_bounds(graph, C, bounds, region))
+            try:
+                with torch.no_grad():
+                    bounds = intermediate_bounds(graph, region, config, deadline=deadline)
+                    best = torch.maximum(best, spec_bounds(graph, C, bounds, region))
+            except DeadlineReached:
+                break
         else:
             done = lambda lb: _judge(stage, lb, d, sizes, margin).proven  # noqa: E731
             params: dict = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from verifier.errors import InputError
 from verifier.ir.graph import Graph
 
 
@@ -14,7 +15,12 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(graph.onnx_path, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(graph.onnx_path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types vary by version
+            first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            raise InputError(f"onnxruntime cannot load the model, so no counterexample could be "
+                             f"confirmed ({first})", path=str(graph.onnx_path)) from None
         self.input = self.session.get_inputs()[0]
         self.full_shape = graph.input_full_shape
 
