@@ -2,6 +2,7 @@
 property rows ``C · y`` bounded in one backward pass (all rows at once)."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -14,6 +15,8 @@ from verifier.config import BoundsConfig
 from verifier.ir.graph import Graph
 from verifier.ops.activations import LeakyRelu, Relu
 from verifier.ops.base import Activation, Affine, Box
+from verifier.ops.linear import Scale
+from verifier.ops.shape import Pad, Reshape, Select, Transpose
 
 _PIECEWISE = (Relu, LeakyRelu)
 
@@ -31,6 +34,25 @@ def nonlinear_inputs(graph: Graph) -> dict[str, bool]:
     return out
 
 
+_BOX_PRESERVING = (Reshape, Transpose, Select, Scale, Pad)
+
+
+def _exact_interval_values(graph: Graph) -> set[str]:
+    """Values whose interval bounds over an input box are already exact per neuron: one affine
+    op applied to a set that is itself a box (the input, or a box moved by reshapes, selections,
+    padding or elementwise scaling). CROWN cannot tighten them."""
+    boxes, exact = {graph.input_name}, set()
+    for node in graph.nodes:
+        op = graph.ops[node.name]
+        if not isinstance(op, Affine) or len(node.inputs) != 1 or node.inputs[0] not in boxes:
+            continue
+        exact.add(node.name)
+        same_size = math.prod(node.out_shape) == math.prod(graph.shape_of(node.inputs[0]))
+        if isinstance(op, _BOX_PRESERVING) and (same_size or isinstance(op, Pad)):
+            boxes.add(node.name)
+    return exact
+
+
 class DeadlineReached(Exception):
     """Raised by :func:`intermediate_bounds` when its deadline passes between layers."""
 
@@ -45,12 +67,13 @@ def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_
     stable need no CROWN pass.
     """
     needs = nonlinear_inputs(graph) if use_crown else {}
+    exact = _exact_interval_values(graph) if region.l2_center is None else set()
     bounds: dict[str, Box] = {graph.input_name: (region.lower, region.upper)}
     for node in graph.nodes:
         lo, hi = graph.ops[node.name].interval(*[bounds[i] for i in node.inputs])
         if fixed and node.name in fixed:
             lo, hi = torch.maximum(lo, fixed[node.name][0]), torch.minimum(hi, fixed[node.name][1])
-        if node.name in needs and isinstance(graph.ops[node.name], Affine):
+        if node.name in needs and isinstance(graph.ops[node.name], Affine) and node.name not in exact:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineReached(f"time limit reached while bounding '{node.name}'")
             lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config)

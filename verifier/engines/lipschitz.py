@@ -222,15 +222,15 @@ def minimising_anchor(G: Interval, lower: torch.Tensor, upper: torch.Tensor) -> 
 
 
 # ---- the CROWN side: pre-activation boxes and bounds of the rows -----------------------------
-def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region,
-                     method: str = "forward") -> tuple[torch.Tensor, dict[str, Box]]:
+def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region, method: str = "forward",
+                     known: dict[str, Box] | None = None) -> tuple[torch.Tensor, dict[str, Box]]:
     """CROWN lower bounds of ``C · y`` ``(B, R)`` over the boxes of ``region`` and the bounds of
     every value (``method``: :func:`preactivation_boxes` or ``intermediate_bounds`` with CROWN
     or interval intermediate bounds). The row bound is the best of the default relaxation and
     of every lower slope at 0 and at 1 (three one-row backward passes).
     """
     if method == "forward":
-        bounds = preactivation_boxes(graph, region)
+        bounds = preactivation_boxes(graph, region, known)
     else:
         bounds = intermediate_bounds(graph, region, BoundsConfig(), use_crown=method == "crown")
     best = spec_bounds(graph, C, bounds, region)
@@ -242,7 +242,7 @@ def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region,
     return best, bounds
 
 
-def preactivation_boxes(graph: Graph, region: Region) -> dict[str, Box]:
+def preactivation_boxes(graph: Graph, region: Region, known: dict[str, Box] | None = None) -> dict[str, Box]:
     """Boxes of every value over ``region`` (boxes ``(B, *input_full_shape)``).
 
     Forward linear bounds in the inputs (lower/upper functions ``(B, n, *shape)`` plus
@@ -274,6 +274,8 @@ def preactivation_boxes(graph: Graph, region: Region) -> dict[str, Box]:
         lc, l0, uc, u0 = funcs[node.name]
         lo = torch.maximum(lo, _extreme(lc, l0, centre, radius, -1))
         hi = torch.minimum(hi, _extreme(uc, u0, centre, radius, 1))
+        if known and node.name in known:
+            lo, hi = torch.maximum(lo, known[node.name][0]), torch.minimum(hi, known[node.name][1])
         if node.name in needs and isinstance(op, Affine):
             lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name])
         bounds[node.name] = (lo, hi)
@@ -311,9 +313,6 @@ def _extreme(coef, const, centre, radius, sign: int) -> torch.Tensor:
 def _tighten(graph: Graph, name: str, lo, hi, bounds, region: Region, relu_only: bool):
     """Backward CROWN bounds of the neurons of ``name`` that need them (unstable ones if every
     consumer is ReLU-like, else all), intersected with ``lo, hi``: rows chosen per box."""
-    import os
-    if os.environ.get("NOTIGHT"):
-        return lo, hi
     B = lo.shape[0]
     flat_lo, flat_hi = lo.reshape(B, -1), hi.reshape(B, -1)
     need = (flat_lo < 0) & (flat_hi > 0) if relu_only else torch.ones_like(flat_lo, dtype=torch.bool)

@@ -189,11 +189,21 @@ class Importer:
         from onnx.reference import ReferenceEvaluator
 
         feeds = {i: self.const(i) for i in node.input if i}
+        self._check_fold_size(node, feeds)
         try:
             return list(ReferenceEvaluator(_single_node_model(node, feeds, self.model)).run(None, feeds))
         except Exception as e:
             raise self.error(f"cannot fold constant: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                              unsupported=False) from None
+
+    def _check_fold_size(self, node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> None:
+        """Refuse a constant whose shape, inferred before it is computed, is over
+        :data:`MAX_ELEMENTS` (ConstantOfShape, Expand, Tile, broadcasting... can ask for terabytes)."""
+        shapes = [_known_shape(out) for out in _inferred_outputs(node, feeds, self.model)]
+        for name, shape in zip(node.output, shapes):
+            if shape is not None and int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+                raise self.error(f"constant '{name}' would have shape {list(shape)}: over {MAX_ELEMENTS} "
+                                 "elements (refused)", unsupported=False)
 
     def _set_consts(self, node: onnx.NodeProto, values: list[np.ndarray]) -> None:
         for name, value in zip(node.output, values):
@@ -225,6 +235,30 @@ def _single_node_model(node: onnx.NodeProto, feeds: dict, model: onnx.ModelProto
     outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
     graph = helper.make_graph([node], "fold", inputs, outputs)
     return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version or 8)
+
+
+def _inferred_outputs(node: onnx.NodeProto, feeds: dict, model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """ONNX shape inference (with data propagation from the small inputs) of ``node`` alone;
+    empty when inference fails (evaluation then reports the problem)."""
+    helper = onnx.helper
+    small = {k: np.asarray(v) for k, v in feeds.items() if np.asarray(v).size <= 4096}
+    try:
+        inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype),
+                                                list(np.shape(v))) for k, v in feeds.items() if k not in small]
+        inits = [numpy_helper.from_array(v, k) for k, v in small.items()]
+        outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
+        graph = helper.make_graph([node], "fold", inputs, outputs, initializer=inits)
+        probe = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version or 8)
+        return list(onnx.shape_inference.infer_shapes(probe, data_prop=True).graph.output)
+    except Exception:  # strings, odd dtypes, inference errors: leave them to evaluation
+        return []
+
+
+def _known_shape(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    dims = value.type.tensor_type.shape.dim
+    if not value.type.tensor_type.HasField("shape") or not all(d.HasField("dim_value") for d in dims):
+        return None
+    return tuple(int(d.dim_value) for d in dims)
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
