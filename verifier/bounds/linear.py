@@ -62,7 +62,7 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
     """
     pending: dict[str, torch.Tensor] = {start: A0}
     const = A0.new_zeros(A0.shape[:2])
-    order = _ancestors_in_reverse(graph, start)
+    order = graph.ancestors_in_reverse(start)
     for node in order:
         A = pending.pop(node.name, None)
         if extra and node.name in extra:
@@ -134,12 +134,3 @@ def _cut(A: torch.Tensor, box: Box) -> torch.Tensor:
     lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
     terms = torch.nan_to_num(A_pos * lo, nan=0.0) + torch.nan_to_num(A_neg * hi, nan=0.0)
     return terms.flatten(2).sum(-1)
-
-
-def _ancestors_in_reverse(graph: Graph, start: str) -> list:
-    needed, out = {start}, []
-    for node in reversed(graph.nodes):
-        if node.name in needed:
-            out.append(node)
-            needed.update(node.inputs)
-    return out

@@ -86,6 +86,15 @@ class Graph:
     def n_outputs(self) -> int:
         return _numel(self.output_full_shape)
 
+    def ancestors_in_reverse(self, start: str) -> list[Node]:
+        """``start``'s node and every node it depends on, in reverse topological order."""
+        needed, out = {start}, []
+        for node in reversed(self.nodes):
+            if node.name in needed:
+                out.append(node)
+                needed.update(node.inputs)
+        return out
+
     def n_params(self) -> int:
         return sum(int(p.numel()) for n in self.nodes for p in n.params.values())
 
