@@ -140,7 +140,7 @@ mutation_names = st.lists(st.sampled_from(sorted(mutate.MODEL_MUTATIONS)), min_s
 
 
 @FAST
-@given(base=st.sampled_from(sorted(BASES)), names=mutation_names, rng=st.randoms(use_true_random=False))
+@given(base=st.sampled_from(sorted(BASES)), names=mutation_names, rng=st.randoms(use_true_random=True))
 def test_structurally_mutated_models(model_dir: Path, base: str, names: list[str], rng: random.Random) -> None:
     model, _notes = mutate.apply(BASES[base](), names, rng)
     path = model_dir / "mutated.onnx"
@@ -150,7 +150,7 @@ def test_structurally_mutated_models(model_dir: Path, base: str, names: list[str
 
 @FAST
 @given(base=st.sampled_from(["mlp", "conv", "digits"]), kind=st.sampled_from(sorted(mutate.BYTE_MUTATIONS)),
-       rng=st.randoms(use_true_random=False))
+       rng=st.randoms(use_true_random=True))
 def test_byte_mutated_models(model_dir: Path, base: str, kind: str, rng: random.Random) -> None:
     data = DIGITS.read_bytes() if base == "digits" else BASES[base]().SerializeToString()
     data, _note = mutate.BYTE_MUTATIONS[kind](data, rng)
@@ -176,7 +176,7 @@ text_mutations = st.lists(st.sampled_from(sorted(mutate.PROPERTY_MUTATIONS)), mi
 
 
 @FAST
-@given(on_digits=st.booleans(), names=text_mutations, rng=st.randoms(use_true_random=False))
+@given(on_digits=st.booleans(), names=text_mutations, rng=st.randoms(use_true_random=True))
 def test_mutated_property_texts(tiny_model: Path, tmp_path_factory, on_digits: bool, names: list[str],
                                 rng: random.Random) -> None:
     model = DIGITS if on_digits else tiny_model
@@ -191,7 +191,7 @@ def test_mutated_property_texts(tiny_model: Path, tmp_path_factory, on_digits: b
 
 
 @SLOWER
-@given(on_digits=st.booleans(), rng=st.randoms(use_true_random=False))
+@given(on_digits=st.booleans(), rng=st.randoms(use_true_random=True))
 def test_random_property_verdicts(tiny_model: Path, tmp_path_factory, on_digits: bool, rng: random.Random) -> None:
     """Random formula trees (several regions, nested and/or, eps up to 1e30): the verdict is
     judged by the exact evaluator, and our parse agrees with it on every sampled point."""
@@ -216,14 +216,14 @@ def test_random_property_verdicts(tiny_model: Path, tmp_path_factory, on_digits:
 
 @pytest.mark.slow
 @LONG
-@given(base=st.sampled_from(sorted(BASES)), names=mutation_names, rng=st.randoms())
+@given(base=st.sampled_from(sorted(BASES)), names=mutation_names, rng=st.randoms(use_true_random=True))
 def test_structurally_mutated_models_long(model_dir: Path, base: str, names: list[str], rng: random.Random) -> None:
     test_structurally_mutated_models.hypothesis.inner_test(model_dir, base, names, rng)
 
 
 @pytest.mark.slow
 @LONG
-@given(on_digits=st.booleans(), names=text_mutations, rng=st.randoms())
+@given(on_digits=st.booleans(), names=text_mutations, rng=st.randoms(use_true_random=True))
 def test_mutated_property_texts_long(tiny_model: Path, tmp_path_factory, on_digits: bool, names: list[str],
                                      rng: random.Random) -> None:
     test_mutated_property_texts.hypothesis.inner_test(tiny_model, tmp_path_factory, on_digits, names, rng)
@@ -231,13 +231,15 @@ def test_mutated_property_texts_long(tiny_model: Path, tmp_path_factory, on_digi
 
 @pytest.mark.slow
 @LONG
-@given(on_digits=st.booleans(), rng=st.randoms())
+@given(on_digits=st.booleans(), rng=st.randoms(use_true_random=True))
 def test_random_property_verdicts_long(tiny_model: Path, tmp_path_factory, on_digits: bool,
                                        rng: random.Random) -> None:
     test_random_property_verdicts.hypothesis.inner_test(tiny_model, tmp_path_factory, on_digits, rng)
 
 
 def test_case_without_output_rows_is_bounded(tiny_model: Path) -> None:
+    """A disjunct with no output rows (``Y_0 <= Y_0``: every output is unsafe) is bounded,
+    never proven (it once crashed CROWN when the attack had not found a witness first)."""
     from verifier import api
     from verifier.config import BoundsConfig
     from verifier.engines.incomplete import bound_case
@@ -255,6 +257,7 @@ def test_case_without_output_rows_is_bounded(tiny_model: Path) -> None:
 
 @pytest.mark.slow
 def test_verify_honours_its_deadline_on_a_resnet() -> None:
+    """A 1 s limit on a CIFAR ResNet (one CROWN pass there once ran about 10 s past it)."""
     from conftest import benchmark_path
 
     family = benchmark_path("cifar10_resnet_2021")
@@ -263,13 +266,8 @@ def test_verify_honours_its_deadline_on_a_resnet() -> None:
              timeout=1.0)
 
 
-def _ort_failures() -> tuple[type, ...]:
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
-    return (ort_state.InvalidProtobuf, ort_state.NoSuchFile, ort_state.Fail, ort_state.InvalidGraph)
-
-
 def test_model_file_replaced_after_loading_is_classified(tmp_path: Path) -> None:
+    """onnxruntime refusing the model file (here replaced after loading) is a classified error."""
     from verifier import api
     from verifier.errors import VerifierError
 

@@ -275,6 +275,22 @@ def test_max_and_min_objectives_against_milp(make_onnx):
     _assert_witnesses(res_max, model, "max(Y)", lo, hi)
 
 
+@pytest.mark.parametrize("act", ["Tanh", "Sigmoid", "Sin"])
+def test_smooth_network_range_against_dense_grid(make_onnx, act):
+    """Every grid value lies in the range, and a converged end is within the tolerance of the
+    best grid value (the true optimum is at least as extreme as any grid value)."""
+    weights = _random_weights(11, [2, 10, 10, 1])
+    model = verifier.load_model(_mlp_onnx(make_onnx, weights, act, name=act))
+    lo, hi, tol = -np.ones(2), np.ones(2), 1e-3
+    res = reach_range(model, lo, hi, "Y_0", tolerance=tol, timeout=30)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 201)] * 2), -1).reshape(-1, 2)
+    values = ort_forward(model.onnx_path, grid.astype(np.float32))[:, 0]
+    _assert_range_contains(res, values)
+    assert res.min.converged and res.max.converged
+    assert res.min.upper <= values.min() + tol + SLACK and res.max.lower >= values.max() - tol - SLACK
+    _assert_witnesses(res, model, "Y_0", lo, hi)
+
+
 # ---- shipped and benchmark models ----------------------------------------------------------------
 @pytest.mark.parametrize("name,objective", [("digits_mlp", "Y_1 - Y_0"), ("digits_cnn", "2*Y_2 + Y_1 - 0.5")])
 def test_digits_range_contains_sampled_and_attacked_values(name, objective):

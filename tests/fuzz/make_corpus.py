@@ -65,6 +65,40 @@ def _huge_relu() -> onnx.ModelProto:
     return model
 
 
+def _fold_bomb(op: str) -> onnx.ModelProto:
+    """A constant sub-graph whose folded value would take about 4 TB (checked before it is made)."""
+    from onnx import numpy_helper
+
+    inits = {"s": np.array([10**6, 10**6], np.int64)}
+    if op == "Expand":
+        inits["one"] = np.ones((1, 1), np.float32)
+        make = helper.make_node("Expand", ["one", "s"], ["c"])
+    else:
+        make = helper.make_node("ConstantOfShape", ["s"], ["c"], value=numpy_helper.from_array(np.ones(1, np.float32)))
+    nodes = [make, helper.make_node("ReduceSum", ["c"], ["r"], keepdims=0),
+             helper.make_node("Add", ["x", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+class _Fixed(random.Random):
+    """Picks the first choice and returns ``value`` from ``random()``."""
+
+    def __init__(self, value: float):
+        super().__init__(0)
+        self.value = value
+
+    def choice(self, seq):
+        return seq[0]
+
+    def random(self) -> float:
+        return self.value
+
+
 def _mutated(name: str, seed: int) -> onnx.ModelProto:
     return mu.MODEL_MUTATIONS[name](mu.mlp_model(), random.Random(seed))[0]
 
@@ -89,6 +123,8 @@ def model_entries() -> dict[str, tuple[object, str]]:
         "input_dim_1e9.onnx": (_edit("a", _dims("input", [1, 10**9])), "3|4"),
         "output_dim_2_62.onnx": (_edit("a", _dims("output", [1, 2**62])), "3|4"),
         "huge_declared_relu.onnx": (_huge_relu(), "3"),
+        "fold_bomb_constant_of_shape.onnx": (_fold_bomb("ConstantOfShape"), "3"),
+        "fold_bomb_expand.onnx": (_fold_bomb("Expand"), "3"),
         "initializer_dim_2_62.onnx": (_edit("a", lambda m: g(m).initializer[0].dims.__setitem__(0, 2**62)), "3"),
         "external_data_parent.onnx": (_external("../outside.bin"), "3"),
         "external_data_absolute.onnx": (_external("/etc/hostname"), "3"),
@@ -112,6 +148,8 @@ def model_entries() -> dict[str, tuple[object, str]]:
         "int64_graph_input.onnx": (_edit("a", lambda m: setattr(g(m).input[0].type.tensor_type, "elem_type",
                                                                 TensorProto.INT64)), "3|4"),
         "nan_weight.onnx": (_mutated("nonfinite_weights", 3), "3"),
+        "sparse_initializer.onnx": (mu.sparse_tensor(mu.mlp_model(), _Fixed(0.0))[0], "4"),
+        "sparse_constant.onnx": (mu.sparse_tensor(mu.mlp_model(), _Fixed(0.9))[0], "4"),
         "no_nodes.onnx": (_edit("a", lambda m: g(m).ClearField("node")), "3"),
         "no_graph.onnx": (_edit("a", lambda m: m.ClearField("graph")), "3"),
     }

@@ -285,12 +285,27 @@ def insert_identity(m, rng):
     return m, f"{op} inserted before {node.name}"
 
 
+def sparse_tensor(m, rng):
+    """An initializer stored sparse, or moved into a Constant node's sparse_value."""
+    t = rng.choice(list(m.graph.initializer))
+    arr = numpy_helper.to_array(t).reshape(-1)
+    keep = np.flatnonzero(arr)[:3]
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(arr[keep], t.name),
+                                       numpy_helper.from_array(keep.astype(np.int64)), list(t.dims))
+    m.graph.initializer.remove(t)
+    if rng.random() < 0.5:
+        m.graph.sparse_initializer.append(sparse)
+        return m, f"initializer {t.name} stored sparse"
+    m.graph.node.insert(0, helper.make_node("Constant", [], [t.name], name=f"const_{t.name}", sparse_value=sparse))
+    return m, f"initializer {t.name} as a sparse Constant"
+
+
 MODEL_MUTATIONS: dict[str, Callable] = {
     f.__name__: f for f in (int_weights, string_tensor, dangling_input, cycle, absurd_shape, extra_dims,
                             huge_initializer_dims, external_data, duplicate_outputs, missing_output,
                             wrong_input_count, wrong_attribute, opset, ir_version, op_type, input_type,
                             nonfinite_weights, remove_parts, second_input, perturb_weights, shuffle_nodes,
-                            insert_identity)}
+                            insert_identity, sparse_tensor)}
 
 
 def apply(model: onnx.ModelProto, names: list[str], rng: random.Random) -> tuple[onnx.ModelProto, list[str]]:

@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from verifier.bounds.crown import intermediate_bounds, nonlinear_inputs, spec_bounds
-from verifier.bounds.linear import Region, backward_bound
+from verifier.bounds.crown import intermediate_bounds, spec_bounds
+from verifier.bounds.linear import Region
 from verifier.config import BoundsConfig
 from verifier.errors import UnsupportedError
 from verifier.ir.graph import Graph
@@ -35,7 +35,7 @@ from verifier.ops.base import Activation, Affine, Box, Op
 
 Interval = tuple[torch.Tensor, torch.Tensor]
 
-INTERMEDIATE_METHODS = ("forward", "crown", "ibp")
+INTERMEDIATE_METHODS = ("crown", "ibp")
 _WEIGHT_OPS = ("Linear", "Conv", "ConvTranspose", "Scale")  # |L| is the op with |parameters|
 SUPPORTED_ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Sin", "Cos", "Clip")
 
@@ -221,18 +221,16 @@ def minimising_anchor(G: Interval, lower: torch.Tensor, upper: torch.Tensor) -> 
     return torch.where(G[0] >= 0, lo.expand_as(centre), torch.where(G[1] <= 0, hi.expand_as(centre), centre))
 
 
-# ---- the CROWN side: pre-activation boxes and bounds of the rows -----------------------------
-def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region, method: str = "forward",
+# ---- the CROWN side: bounds of every value and of the rows ------------------------------------
+def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region, method: str = "crown",
                      known: dict[str, Box] | None = None) -> tuple[torch.Tensor, dict[str, Box]]:
     """CROWN lower bounds of ``C · y`` ``(B, R)`` over the boxes of ``region`` and the bounds of
-    every value (``method``: :func:`preactivation_boxes` or ``intermediate_bounds`` with CROWN
-    or interval intermediate bounds). The row bound is the best of the default relaxation and
-    of every lower slope at 0 and at 1 (three one-row backward passes).
+    every value (``intermediate_bounds`` with CROWN or, for ``method="ibp"``, interval
+    intermediate bounds, intersected with ``known`` bounds, e.g. those of an enclosing box).
+    The row bound is the best of the default relaxation and of every lower slope at 0 and at 1
+    (three one-row backward passes).
     """
-    if method == "forward":
-        bounds = preactivation_boxes(graph, region, known)
-    else:
-        bounds = intermediate_bounds(graph, region, BoundsConfig(), use_crown=method == "crown")
+    bounds = intermediate_bounds(graph, region, BoundsConfig(), use_crown=method == "crown", fixed=known)
     best = spec_bounds(graph, C, bounds, region)
     for fill in (0.0, 1.0):
         alphas = {n.name: torch.full((*C.shape[:2], *n.out_shape), fill, dtype=C.dtype, device=C.device)
@@ -242,89 +240,35 @@ def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region, method: str 
     return best, bounds
 
 
-def preactivation_boxes(graph: Graph, region: Region, known: dict[str, Box] | None = None) -> dict[str, Box]:
-    """Boxes of every value over ``region`` (boxes ``(B, *input_full_shape)``).
+def row_lower_bounds(graph: Graph, jacobian: JacobianBounds, C: torch.Tensor, d: torch.Tensor,
+                     lower: torch.Tensor, upper: torch.Tensor, method: str = "crown",
+                     known: dict[str, Box] | None = None):
+    """Sound lower bounds of the rows ``C_r · y + d_r`` over boxes ``[lower, upper]`` ``(B, n)``:
+    per row the larger of the CROWN bound and the mean-value bound at the row's minimising
+    anchor (rounded to float32 inside the box, so that anchors can serve as witnesses).
 
-    Forward linear bounds in the inputs (lower/upper functions ``(B, n, *shape)`` plus
-    constants, carried through affine ops as centre/radius with ``L`` and ``|L|`` and through
-    activations with their relaxation lines), intersected with interval bounds; the inputs of
-    ReLU-like activations still unstable are then tightened by backward CROWN, one row per
-    unstable neuron of each box (padded to the largest count, not the union over boxes).
+    ``C``: ``(B, R, n_outputs)``, ``d``: ``(R,)``. Returns ``lower`` ``(B, R)``, the gradient
+    interval ``G`` (``(B, R, n)`` twice), the anchors ``(B, R, n)``, all rows at every anchor
+    ``(B, R, R)``, ``ok`` ``(B, R)`` (anchor is float32) and the bounds of every value.
     """
-    B = region.lower.shape[0]
-    lower, upper = region.lower.reshape(B, -1), region.upper.reshape(B, -1)
-    n = lower.shape[1]
-    centre, radius = (lower + upper) / 2, (upper - lower) / 2
-    eye = torch.eye(n, dtype=lower.dtype, device=lower.device).reshape(1, n, *graph.input_full_shape)
-    zero = torch.zeros_like(region.lower)
-    funcs = {graph.input_name: (eye.expand(B, -1, *graph.input_full_shape), zero) * 2}
-    bounds: dict[str, Box] = {graph.input_name: (region.lower, region.upper)}
-    needs = nonlinear_inputs(graph)
-    for node in graph.nodes:
-        op = graph.ops[node.name]
-        lo, hi = op.interval(*[bounds[i] for i in node.inputs])
-        if isinstance(op, Affine):
-            funcs[node.name] = _affine_forward(op, [funcs[i] for i in node.inputs], B, n)
-        elif isinstance(op, Activation):
-            lw, lb, uw, ub = op.relax(*bounds[node.inputs[0]])
-            funcs[node.name] = _activation_forward(funcs[node.inputs[0]], lw, lb, uw, ub)
-        else:
-            zeros = torch.zeros(B, n, *lo.shape[1:], dtype=lo.dtype, device=lo.device)
-            funcs[node.name] = (zeros, lo, zeros, hi)  # constant functions: the interval bounds
-        lc, l0, uc, u0 = funcs[node.name]
-        lo = torch.maximum(lo, _extreme(lc, l0, centre, radius, -1))
-        hi = torch.minimum(hi, _extreme(uc, u0, centre, radius, 1))
-        if known and node.name in known:
-            lo, hi = torch.maximum(lo, known[node.name][0]), torch.minimum(hi, known[node.name][1])
-        if node.name in needs and isinstance(op, Affine):
-            lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name])
-        bounds[node.name] = (lo, hi)
-    return bounds
+    B, R, n = C.shape[0], C.shape[1], lower.shape[1]
+    region = Region(lower.reshape(B, *graph.input_full_shape), upper.reshape(B, *graph.input_full_shape))
+    crown, bounds = crown_row_bounds(graph, C, region, method, known)
+    G = jacobian(C, bounds)
+    anchor, ok = float32_inside(minimising_anchor(G, lower, upper), lower[:, None], upper[:, None])
+    y = graph.forward_flat(anchor.reshape(B * R, n)).reshape(B, R, -1)
+    rows = torch.einsum("bao,ro->bar", y, C[0]) + d  # row r at anchor a: (B, R, R)
+    own = torch.diagonal(rows, dim1=1, dim2=2)
+    return torch.maximum(crown + d, mean_value_lower(own, G, anchor, lower, upper)), G, anchor, rows, ok, bounds
 
 
-def _affine_forward(op: Affine, ins: list, B: int, n: int):
-    """Forward linear bounds through an affine op: ``W⁺L + W⁻U = W·mid - |W|·rad``."""
-    coef_mid = [((lc + uc) / 2).reshape(B * n, *lc.shape[2:]) for lc, _, uc, _ in ins]
-    coef_rad = [((uc - lc) / 2).reshape(B * n, *lc.shape[2:]) for lc, _, uc, _ in ins]
-    mc, mr = op.linear(*coef_mid), op.abs_linear(*coef_rad)
-    mc, mr = mc.reshape(B, n, *mc.shape[1:]), mr.reshape(B, n, *mr.shape[1:])
-    m0 = op.forward(*[(l0 + u0) / 2 for _, l0, _, u0 in ins])
-    r0 = op.abs_linear(*[(u0 - l0) / 2 for _, l0, _, u0 in ins])
-    return mc - mr, m0 - r0, mc + mr, m0 + r0
-
-
-def _activation_forward(f, lw, lb, uw, ub):
-    """Forward linear bounds through relaxation lines ``lw·x + lb <= act(x) <= uw·x + ub``."""
-    lc, l0, uc, u0 = f
-    pos = lambda w: w.clamp(min=0)  # noqa: E731
-    neg = lambda w: w.clamp(max=0)  # noqa: E731
-    new_lc = pos(lw).unsqueeze(1) * lc + neg(lw).unsqueeze(1) * uc
-    new_uc = pos(uw).unsqueeze(1) * uc + neg(uw).unsqueeze(1) * lc
-    return new_lc, pos(lw) * l0 + neg(lw) * u0 + lb, new_uc, pos(uw) * u0 + neg(uw) * l0 + ub
-
-
-def _extreme(coef, const, centre, radius, sign: int) -> torch.Tensor:
-    """Min (``sign=-1``) or max (``+1``) of ``coef·x + const`` over each box: ``(B, *shape)``."""
-    c = torch.einsum("bn...,bn->b...", coef, centre)
-    r = torch.einsum("bn...,bn->b...", coef.abs(), radius)
-    return c + sign * r + const
-
-
-def _tighten(graph: Graph, name: str, lo, hi, bounds, region: Region, relu_only: bool):
-    """Backward CROWN bounds of the neurons of ``name`` that need them (unstable ones if every
-    consumer is ReLU-like, else all), intersected with ``lo, hi``: rows chosen per box."""
-    B = lo.shape[0]
-    flat_lo, flat_hi = lo.reshape(B, -1), hi.reshape(B, -1)
-    need = (flat_lo < 0) & (flat_hi > 0) if relu_only else torch.ones_like(flat_lo, dtype=torch.bool)
-    R = int(need.sum(1).max()) if need.numel() else 0
-    if R == 0:
-        return lo, hi
-    idx = torch.argsort(need.to(torch.int8), dim=1, descending=True, stable=True)[:, :R]
-    valid = torch.gather(need, 1, idx)
-    rows = torch.nn.functional.one_hot(idx, flat_lo.shape[1]).to(lo.dtype)
-    A0 = torch.cat([rows, -rows], dim=1).reshape(B, 2 * R, *lo.shape[1:])
-    both = backward_bound(graph, name, A0, bounds, region)
-    inf = torch.full_like(both[:, :R], math.inf)
-    new_lo = flat_lo.scatter_reduce(1, idx, torch.where(valid, both[:, :R], -inf), reduce="amax")
-    new_hi = flat_hi.scatter_reduce(1, idx, torch.where(valid, -both[:, R:], inf), reduce="amin")
-    return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
+def float32_inside(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` rounded to float32 values inside ``[lo, hi]`` where possible: ``(points, ok)``,
+    points clamped into the box (float64), ``ok`` ``(...,)`` where every entry is float32."""
+    x32 = torch.minimum(torch.maximum(x, lo), hi).to(torch.float32)
+    inf = torch.tensor(math.inf, dtype=torch.float32, device=x.device)
+    x32 = torch.where(x32.double() < lo, torch.nextafter(x32, inf), x32)
+    x32 = torch.where(x32.double() > hi, torch.nextafter(x32, -inf), x32)
+    x64 = x32.double()
+    ok = ((x64 >= lo) & (x64 <= hi)).all(-1)
+    return torch.minimum(torch.maximum(x64, lo), hi), ok

@@ -40,9 +40,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from verifier.bounds.linear import Region
-from verifier.engines.lipschitz import (INTERMEDIATE_METHODS, JacobianBounds, crown_row_bounds, lipschitz_constants,
-                                        mean_value_lower, minimising_anchor)
+from verifier.bounds.crown import nonlinear_inputs
+from verifier.engines.lipschitz import (INTERMEDIATE_METHODS, JacobianBounds, float32_inside, lipschitz_constants,
+                                        row_lower_bounds)
 from verifier.engines.onnx_runner import OnnxRunner
 from verifier.errors import InputError, UnsupportedError
 from verifier.ir.graph import Graph
@@ -59,7 +59,7 @@ class ReachConfig:
     pgd_starts: int = 32          # random starts of the gradient search on the whole region
     pgd_steps: int = 20
     local_steps: int = 3          # signed-gradient steps inside each child box
-    intermediate: str = "forward" # pre-activation bounds: "forward", "crown" or "ibp"
+    intermediate: str = "crown"   # bounds of the activation inputs: "crown" or "ibp"
     max_boxes: int = 500_000      # open boxes cap; beyond it the search stops unconverged
     check_margin: float = 1e-6    # reach_check proves o <= t only with this much room
     device: str = "cpu"
@@ -206,22 +206,16 @@ class _Context:
         self.cfg, self.deadline = cfg, deadline
         self.lower, self.upper = lower.to(device), upper.to(device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-
-
-def float32_inside(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` rounded to float32 values inside ``[lo, hi]`` where possible: ``(points, ok)``,
-    points clamped into the box (float64), ``ok`` ``(...,)`` where every entry is float32."""
-    x32 = torch.minimum(torch.maximum(x, lo), hi).to(torch.float32)
-    inf = torch.tensor(math.inf, dtype=torch.float32, device=x.device)
-    x32 = torch.where(x32.double() < lo, torch.nextafter(x32, inf), x32)
-    x32 = torch.where(x32.double() > hi, torch.nextafter(x32, -inf), x32)
-    x64 = x32.double()
-    ok = ((x64 >= lo) & (x64 <= hi)).all(-1)
-    return torch.minimum(torch.maximum(x64, lo), hi), ok
+        self.tracked = [name for name in nonlinear_inputs(self.graph) if name != self.graph.input_name]
 
 
 class _Search:
-    """Branch and bound for the minimum of one objective over sub-boxes of the root box."""
+    """Branch and bound for the minimum of one objective over sub-boxes of the root box.
+
+    Open boxes live in ``self.open``: ``lo``/``hi`` ``(M, n)``, bound ``lb`` ``(M,)``, split
+    coordinate ``dim`` ``(M,)`` and, for each nonlinear input value, its bounds on the box
+    ``(M, 2, *shape)`` (children start from their parent's, which stay valid on a sub-box).
+    """
 
     def __init__(self, ctx: _Context, objective: Objective, started: float):
         self.ctx, self.obj, self.started = ctx, objective, started
@@ -229,17 +223,20 @@ class _Search:
         self.best_value, self.best_x = math.inf, None
         self.floor = math.inf
         self.bounded = 0
-        self.lo, self.hi = ctx.lower[None], ctx.upper[None]
-        self.lb, self.dim, root_lip = self._bound(self.lo, self.hi)
+        self.open, root_lip = self._bound(ctx.lower[None], ctx.upper[None], None)
         self.lipschitz = float(root_lip[0])
         n_starts = ctx.cfg.pgd_starts + 1
-        self._offer(*self._descend(self.lo.expand(n_starts, -1), self.hi.expand(n_starts, -1),
+        self._offer(*self._descend(ctx.lower.expand(n_starts, -1), ctx.upper.expand(n_starts, -1),
                                    ctx.cfg.pgd_steps, random=True))
         self.history = [(time.monotonic() - started, self.lower, self.best_value)]
 
     @property
+    def n_open(self) -> int:
+        return self.open["lb"].numel()
+
+    @property
     def lower(self) -> float:
-        open_min = float(self.lb.min()) if self.lb.numel() else math.inf
+        open_min = float(self.open["lb"].min()) if self.n_open else math.inf
         return min(open_min, self.floor, self.best_value)
 
     @property
@@ -247,29 +244,24 @@ class _Search:
         return self.best_value - self.lower
 
     def finished(self, tol: float) -> bool:
-        return self.lb.numel() == 0 or self.gap <= tol or self.lb.numel() > self.ctx.cfg.max_boxes
+        return self.n_open == 0 or self.gap <= tol or self.n_open > self.ctx.cfg.max_boxes
 
-    def _bound(self, lo: torch.Tensor, hi: torch.Tensor):
-        """Lower bounds ``(B,)``, split coordinates ``(B,)`` and Lipschitz constants ``(B,)`` of
-        boxes ``(B, n)``; the anchors evaluated on the way are offered as incumbents."""
-        g, B, n = self.ctx.graph, lo.shape[0], lo.shape[1]
+    def _bound(self, lo: torch.Tensor, hi: torch.Tensor, known: dict | None):
+        """The state of boxes ``(B, n)`` (see the class doc) and their Lipschitz constants
+        ``(B,)``; the anchors evaluated on the way are offered as incumbents."""
+        B = lo.shape[0]
         C = self.obj.C.to(lo)[None].expand(B, -1, -1)
-        R = C.shape[1]
-        region = Region(lo.reshape(B, *g.input_full_shape), hi.reshape(B, *g.input_full_shape))
         with torch.no_grad():
-            crown, bounds = crown_row_bounds(g, C, region, self.ctx.cfg.intermediate)
-            crown = crown + self.obj.d.to(lo)
-            G = self.ctx.jacobian(C, bounds)
-            anchor, ok = float32_inside(minimising_anchor(G, lo, hi), lo[:, None], hi[:, None])
-            rows = self.obj.rows(g.forward_flat(anchor.reshape(B * R, n))).reshape(B, R, R)
-            own = torch.diagonal(rows, dim1=1, dim2=2)
-            lb_rows = torch.maximum(crown, mean_value_lower(own, G, anchor, lo, hi))
+            lb_rows, G, anchor, rows, ok, bounds = row_lower_bounds(
+                self.ctx.graph, self.ctx.jacobian, C, self.obj.d.to(lo), lo, hi, self.ctx.cfg.intermediate, known)
             h, lip = lipschitz_constants(G)
         self.bounded += B
-        self._offer(anchor.reshape(B * R, n), self.obj.reduce(rows).reshape(-1), ok.reshape(-1))
+        self._offer(anchor.reshape(-1, lo.shape[1]), self.obj.reduce(rows).reshape(-1), ok.reshape(-1))
         width = (hi - lo)[:, None]
         influence = torch.where(width > 0, torch.nan_to_num(h * width, nan=math.inf), -1.0).amax(1)
-        return self.obj.reduce(lb_rows), influence.argmax(-1), lip.amax(-1)
+        state = {"lo": lo, "hi": hi, "lb": self.obj.reduce(lb_rows), "dim": influence.argmax(-1)}
+        state.update({name: torch.stack(bounds[name], 1) for name in self.ctx.tracked})
+        return state, lip.amax(-1)
 
     def _descend(self, lo: torch.Tensor, hi: torch.Tensor, steps: int, random: bool = False):
         """Signed-gradient descent on ``o`` inside each box ``(B, n)`` from its centre (or
@@ -304,20 +296,21 @@ class _Search:
     def step(self, retire_at: Callable[[], float]) -> None:
         """Split the ``batch`` boxes with the lowest bounds and bound their children."""
         t0 = time.monotonic()
-        idx = torch.topk(self.lb, min(self.batch, self.lb.numel()), largest=False).indices
-        keep = torch.ones_like(self.lb, dtype=torch.bool)
+        idx = torch.topk(self.open["lb"], min(self.batch, self.n_open), largest=False).indices
+        keep = torch.ones(self.n_open, dtype=torch.bool, device=idx.device)
         keep[idx] = False
-        lo_c, hi_c, parent_lb, atomic = _bisect(self.lo[idx], self.hi[idx], self.dim[idx], self.lb[idx])
+        parents, self.open = _take(self.open, idx), _take(self.open, keep)
+        lo_c, hi_c, atomic = _bisect(parents["lo"], parents["hi"], parents["dim"])
         if bool(atomic.any()):  # boxes too thin to split: their bound is final
-            self.floor = min(self.floor, float(self.lb[idx][atomic].min()))
-        self.lo, self.hi, self.lb, self.dim = self.lo[keep], self.hi[keep], self.lb[keep], self.dim[keep]
+            self.floor = min(self.floor, float(parents["lb"][atomic].min()))
         if lo_c.shape[0]:
+            parents = _join(*[_take(parents, ~atomic)] * 2)
             if self.ctx.cfg.local_steps:
                 self._offer(*self._descend(lo_c, hi_c, self.ctx.cfg.local_steps))
-            lb_c, dim_c, _ = self._bound(lo_c, hi_c)
-            lb_c = torch.maximum(lb_c, parent_lb)  # a child's minimum is at least its parent's
-            self.lo, self.hi = torch.cat([self.lo, lo_c]), torch.cat([self.hi, hi_c])
-            self.lb, self.dim = torch.cat([self.lb, lb_c]), torch.cat([self.dim, dim_c])
+            known = {name: (parents[name][:, 0], parents[name][:, 1]) for name in self.ctx.tracked}
+            children, _ = self._bound(lo_c, hi_c, known)
+            children["lb"] = torch.maximum(children["lb"], parents["lb"])  # a child's min >= its parent's
+            self.open = _join(self.open, children)
         self._retire(retire_at())
         self.history.append((time.monotonic() - self.started, self.lower, self.best_value))
         took = time.monotonic() - t0
@@ -328,24 +321,31 @@ class _Search:
 
     def _retire(self, level: float) -> None:
         """Close the boxes whose bound reaches ``level``; their smallest bound is kept."""
-        done = self.lb >= level
+        done = self.open["lb"] >= level
         if bool(done.any()):
-            self.floor = min(self.floor, float(self.lb[done].min()))
-            keep = ~done
-            self.lo, self.hi, self.lb, self.dim = self.lo[keep], self.hi[keep], self.lb[keep], self.dim[keep]
+            self.floor = min(self.floor, float(self.open["lb"][done].min()))
+            self.open = _take(self.open, ~done)
 
 
-def _bisect(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor, lb: torch.Tensor):
-    """Halves of boxes ``(K, n)`` along ``dim`` ``(K,)``: children ``(2K', n)`` twice, their
-    parents' bounds ``(2K',)`` and the mask ``(K,)`` of boxes too thin to split."""
+def _take(state: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[index] for k, v in state.items()}
+
+
+def _join(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+def _bisect(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor):
+    """Halves of boxes ``(K, n)`` along ``dim`` ``(K,)``: children ``(2K', n)`` twice (all left
+    halves, then all right halves) and the mask ``(K,)`` of boxes too thin to split."""
     rows = torch.arange(lo.shape[0], device=lo.device)
     mid = (lo[rows, dim] + hi[rows, dim]) / 2
     atomic = (mid <= lo[rows, dim]) | (mid >= hi[rows, dim])
-    lo, hi, dim, lb, mid = lo[~atomic], hi[~atomic], dim[~atomic], lb[~atomic], mid[~atomic]
+    lo, hi, dim, mid = lo[~atomic], hi[~atomic], dim[~atomic], mid[~atomic]
     rows = torch.arange(lo.shape[0], device=lo.device)
     lo_right, hi_left = lo.clone(), hi.clone()
     lo_right[rows, dim], hi_left[rows, dim] = mid, mid
-    return torch.cat([lo, lo_right]), torch.cat([hi_left, hi]), lb.repeat(2), atomic
+    return torch.cat([lo, lo_right]), torch.cat([hi_left, hi]), atomic
 
 
 # ---- drivers -------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def reach_range(graph: Graph, lower, upper, objective, tolerance: float = 1e-3, 
         search = max(live, key=lambda s: s.gap)
         search.step(lambda: search.best_value - tol())
         say(f"min in [{low.lower:.6g}, {low.best_value:.6g}]  max in [{-high.best_value:.6g}, "
-            f"{-high.lower:.6g}]  open boxes {low.lb.numel() + high.lb.numel()}")
+            f"{-high.lower:.6g}]  open boxes {low.n_open + high.n_open}")
     runner = OnnxRunner(graph) if graph.onnx_path else None
     t = tol()
     return ReachResult(_extremum(low, obj, runner, graph, t, False), _extremum(high, obj, runner, graph, t, True),

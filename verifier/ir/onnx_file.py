@@ -97,6 +97,9 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
 
 def initializer_arrays(model: onnx.ModelProto, path: str) -> dict[str, np.ndarray]:
     """All initializers as numpy arrays; NaN/Inf in float weights is refused."""
+    if model.graph.sparse_initializer:
+        name = model.graph.sparse_initializer[0].values.name
+        raise UnsupportedError(f"sparse initializer '{name}' is not supported", path=path)
     out = {}
     for tensor in model.graph.initializer:
         try:

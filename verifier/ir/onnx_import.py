@@ -172,6 +172,8 @@ class Importer:
     def _fold(self, node: onnx.NodeProto) -> bool:
         """Fold ``node`` into constants when all its inputs are known; True if folded."""
         if node.op_type == "Constant":
+            if any(a.name == "sparse_value" for a in node.attribute):
+                raise self.error("a sparse Constant value is not supported")
             self._set_consts(node, [_constant_value(node)])
             return True
         if node.op_type in ("Shape", "Size") and node.input[0] and not self.is_const(node.input[0]):
