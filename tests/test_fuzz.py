@@ -210,7 +210,7 @@ def test_random_property_verdicts(tiny_model: Path, tmp_path_factory, on_digits:
     points = oracle.sample_points(prop, 100, seed=rng.randrange(1 << 30))
     ours = parsed_holds(out.prop)
     for x, y in zip(points, ort_forward(model, points)):
-        exact = prop.holds(x, y)
+        exact = prop.holds(x, y) if np.all(np.isfinite(y)) else None
         assert exact is None or ours(x, y) == exact, f"parse disagrees with the formula at x={x}"
 
 

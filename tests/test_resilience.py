@@ -108,7 +108,7 @@ def test_bench_killed_then_resumed(tmp_path: Path, sig: signal.Signals, rows: in
 # ---- verifier certify ----------------------------------------------------------------------
 N_CERTIFY = 100   # the first inputs of the test set (all 540 take minutes on a busy machine)
 CERTIFY = ["certify", str(MODELS_DIR / "digits_smooth.onnx"), "--data", str(MODELS_DIR / "digits_test.npz"),
-           "--sigma", "0.25", "--n", "2000", "--limit", str(N_CERTIFY), "--quiet"]
+           "--sigma", "0.25", "--n", "20000", "--limit", str(N_CERTIFY), "--quiet"]
 
 
 @pytest.mark.parametrize("sig, rows", [(signal.SIGINT, 1), _slow(signal.SIGTERM, 2), _slow(signal.SIGKILL, 1)],

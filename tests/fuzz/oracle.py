@@ -8,6 +8,7 @@ onnxruntime's output, and an ``unsat`` property must have no sampled counterexam
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,12 +36,14 @@ class RandomProperty:
         return "\n".join(lines) + "\n"
 
     def holds(self, x: np.ndarray, y: np.ndarray) -> bool | None:
-        """Whether flat ``x``, ``y`` satisfy every assertion exactly (None: y not finite)."""
-        if not np.all(np.isfinite(y)):
+        """Whether flat ``x``, ``y`` satisfy every assertion, exactly for finite values; an
+        overflowed output (±inf) compares as itself, and ``inf - inf``, ``0 * inf`` or a NaN
+        output leave the answer undecided (None)."""
+        if np.any(np.isnan(y)):
             return None
-        env = {f"X_{i}": Fraction(float(v)) for i, v in enumerate(np.asarray(x).reshape(-1))}
-        env.update({f"Y_{j}": Fraction(float(v)) for j, v in enumerate(np.asarray(y).reshape(-1))})
-        return all(_truth(f, env) for f in self.asserts)
+        env = {f"X_{i}": _number(v) for i, v in enumerate(np.asarray(x).reshape(-1))}
+        env.update({f"Y_{j}": _number(v) for j, v in enumerate(np.asarray(y).reshape(-1))})
+        return _all([_truth(f, env) for f in self.asserts])
 
 
 def render(node) -> str:
@@ -57,7 +60,22 @@ def render(node) -> str:
     return f"({kind} {render(node[1])} {render(node[2])})"
 
 
-def _value(term, env) -> Fraction:
+def _number(v) -> Fraction | float:
+    """An exact rational for a finite value; ±inf stays a float (arithmetic with it gives
+    ±inf or NaN)."""
+    v = float(v)
+    return Fraction(v) if math.isfinite(v) else v
+
+
+def _all(values: list) -> bool | None:
+    return False if False in values else None if None in values else True
+
+
+def _any(values: list) -> bool | None:
+    return True if True in values else None if None in values else False
+
+
+def _value(term, env) -> Fraction | float:
     kind = term[0]
     if kind == "var":
         return env[term[1]]
@@ -73,13 +91,16 @@ def _value(term, env) -> Fraction:
     return vals[0] - sum(vals[1:], Fraction(0))
 
 
-def _truth(f, env) -> bool:
+def _truth(f, env) -> bool | None:
+    """Three-valued: None where an infinite output makes a term undefined."""
     kind = f[0]
     if kind == "and":
-        return all(_truth(g, env) for g in f[1])
+        return _all([_truth(g, env) for g in f[1]])
     if kind == "or":
-        return any(_truth(g, env) for g in f[1])
+        return _any([_truth(g, env) for g in f[1]])
     a, b = _value(f[1], env), _value(f[2], env)
+    if any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
+        return None
     return a <= b if kind == "<=" else a >= b if kind == ">=" else a == b
 
 
