@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import MODELS_DIR, SPECS_DIR, ort_forward
-from fuzz import cli_cases, mutate, oracle
+from fuzz import cli_cases, mutate, mutate_vnnlib, oracle
 from fuzz.harness import Outcome, check_verdict, parsed_boxes, parsed_holds, run_case, watchdog
 from verifier.cli import main
 
@@ -172,7 +172,7 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-text_mutations = st.lists(st.sampled_from(sorted(mutate.PROPERTY_MUTATIONS)), min_size=1, max_size=3)
+text_mutations = st.lists(st.sampled_from(sorted(mutate_vnnlib.PROPERTY_MUTATIONS)), min_size=1, max_size=3)
 
 
 @FAST
@@ -182,7 +182,7 @@ def test_mutated_property_texts(tiny_model: Path, tmp_path_factory, on_digits: b
     model = DIGITS if on_digits else tiny_model
     text = DIGITS_SPEC.read_text() if on_digits else mutate.base_property()
     for name in names:
-        text, _note = mutate.PROPERTY_MUTATIONS[name](text, rng)
+        text, _note = mutate_vnnlib.PROPERTY_MUTATIONS[name](text, rng)
     spec = tmp_path_factory.mktemp("prop") / "mutated.vnnlib"
     spec.write_bytes(text.encode("utf-8", "surrogatepass"))
     out = run_case(model, spec)
