@@ -357,14 +357,24 @@ def test_bench_turns_a_broken_instance_into_an_error_row(tmp_path: Path, capsys)
     assert [r["verdict"] for r in rows] == ["error"] and rows[0]["reason"].startswith("input error:")
 
 
-@pytest.mark.parametrize("command", ["check", "report"])
-def test_damaged_report_structure_is_an_input_error(tmp_path: Path, command: str, capsys) -> None:
+DAMAGE = {"model_not_an_object": (("model",), True),
+          "summary_number_is_text": (("property", "summary", "cases", 0, "width_mean"), "x")}
+
+
+@pytest.mark.parametrize("command, damage", [
+    ("check", "model_not_an_object"), ("report", "model_not_an_object"),
+    ("report", "summary_number_is_text")])
+def test_damaged_report_structure_is_an_input_error(tmp_path: Path, command: str, damage: str, capsys) -> None:
     import json
 
     report = tmp_path / "r.json"
     assert main(["verify", str(DIGITS), str(DIGITS_SPEC), "--quiet", "--report", str(report)]) == 0
     data = json.loads(report.read_text())
-    data["model"] = True
+    keys, value = DAMAGE[damage]
+    target = data
+    for k in keys[:-1]:
+        target = target[k]
+    target[keys[-1]] = value
     report.write_text(json.dumps(data))
     capsys.readouterr()
     argv = [command, str(report)] + (["--md", str(tmp_path / "r.md")] if command == "report" else [])

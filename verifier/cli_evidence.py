@@ -38,7 +38,7 @@ def _structural(report: str, fn, *args):
 
     try:
         return fn(*args)
-    except (AttributeError, KeyError, TypeError, IndexError) as e:
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:
         raise InputError(f"the report's structure is damaged ({type(e).__name__}: {e})", path=report) from None
 
 
