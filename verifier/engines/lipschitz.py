@@ -73,7 +73,7 @@ class JacobianBounds:
         B, R = C.shape[:2]
         A0 = C.reshape(B, R, *g.output_full_shape)
         pending: dict[str, Interval] = {g.output_name: (A0, A0)}
-        for node in _ancestors_in_reverse(g, g.output_name):
+        for node in g.ancestors_in_reverse(g.output_name):
             coef = pending.pop(node.name, None)
             if coef is None:
                 continue
@@ -127,15 +127,6 @@ def _accumulate(pending: dict[str, Interval], name: str, part: Interval) -> None
         pending[name] = (s, s)
     else:
         pending[name] = (lo + part[0], hi + part[1])
-
-
-def _ancestors_in_reverse(graph: Graph, start: str) -> list:
-    needed, out = {start}, []
-    for node in reversed(graph.nodes):
-        if node.name in needed:
-            out.append(node)
-            needed.update(node.inputs)
-    return out
 
 
 def interval_product(a: Interval, b: Interval) -> Interval:
