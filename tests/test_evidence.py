@@ -102,6 +102,9 @@ def reports(tmp_path_factory) -> dict:
         "acas_deep": lambda: make_report(folder, "acas_deep",
                                          benchmark_path("acasxu", "onnx", "ACASXU_run2a_1_2_batch_2000.onnx"),
                                          benchmark_path("acasxu", "vnnlib", "prop_3.vnnlib")),
+        "acas_mixed": lambda: make_report(folder, "acas_mixed",
+                                          benchmark_path("acasxu", "onnx", "ACASXU_run2a_3_7_batch_2000.onnx"),
+                                          benchmark_path("acasxu", "vnnlib", "prop_1.vnnlib")),
         "mnist": lambda: make_report(folder, "mnist", benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"),
                                      benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), timeout=120),
     }
@@ -116,9 +119,10 @@ def reports(tmp_path_factory) -> dict:
 
 
 EXPECTED = {"mlp_sat": "sat", "mlp_unsat": "unsat", "cnn_sat": "sat", "cnn_alpha": "unsat", "test_sat": "sat",
-            "test_unsat": "unsat", "acas": "unsat", "acas_deep": "unsat", "mnist": "unsat"}
+            "test_unsat": "unsat", "acas": "unsat", "acas_deep": "unsat", "acas_mixed": "unsat",
+            "mnist": "unsat"}
 LEAF_KIND = {"mlp_unsat": "region", "cnn_alpha": "region", "test_unsat": "region", "acas": "box", "acas_deep": "box",
-             "mnist": "split"}
+             "acas_mixed": "box", "mnist": "split"}
 
 
 # ---- honest reports pass --------------------------------------------------------------------
@@ -144,6 +148,15 @@ def test_alpha_leaf_records_slopes(reports):
     (group,) = report["evidence"]["groups"]
     assert group["method"] == "alpha-crown" and group["alpha"]
     assert report["property"]["kind"] == "embedded"  # a robustness query has no file
+
+
+def test_box_leaves_closed_by_crown_and_by_alpha_check_together(reports):
+    """Boxes closed by plain CROWN and boxes closed with recorded α slopes, in one cover: each
+    is re-bounded with what it recorded."""
+    report = load_report(reports["acas_mixed"])
+    methods = {g["method"] for g in report["evidence"]["groups"]}
+    assert methods == {"bab-input/crown", "bab-input/alpha-crown"}
+    assert failed(reports["acas_mixed"]) == []
 
 
 # ---- tampering fails ------------------------------------------------------------------------

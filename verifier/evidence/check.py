@@ -263,9 +263,8 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         return
     box = [(g, d) for g, d in groups if g["kind"] == "box"]
     if box:
-        alphas = box[0][1]["alpha"] if len(box) == 1 else None
         tree = lv.box_tree(sb, case, np.concatenate([d["lower"] for _, d in box]),
-                           np.concatenate([d["upper"] for _, d in box]), margin, alphas)
+                           np.concatenate([d["upper"] for _, d in box]), margin, *_box_alphas(box))
         out.add(f"case {c} covered by its {sum(len(d['lower']) for _, d in box)} boxes", tree.covered, tree.detail)
         if tree.covered:
             out.add(f"case {c}: every box re-bounded above the margin {margin:g}", tree.failed_pieces == 0,
@@ -278,6 +277,20 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         for g, d in split:
             _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"], margin).numpy(),
                        margin)
+
+
+def _box_alphas(box: list) -> tuple[dict | None, np.ndarray | None]:
+    """The α slopes of box leaves from several groups stacked ``(L, R, *shape)`` (zeros where a
+    group recorded none) and which leaves recorded them ``(L,)`` bool; ``(None, None)`` if none did."""
+    keys = sorted({k for _, d in box for k in d["alpha"]})
+    if not keys:
+        return None, None
+    sizes = [len(d["lower"]) for _, d in box]
+    like = next(d["alpha"] for _, d in box if d["alpha"])
+    stacked = {k: np.concatenate([d["alpha"][k] if k in d["alpha"] else np.zeros((n, *like[k].shape[1:]))
+                                  for (_, d), n in zip(box, sizes)]) for k in keys}
+    has = np.concatenate([np.full(n, bool(d["alpha"])) for (_, d), n in zip(box, sizes)])
+    return stacked, has
 
 
 def _leaf_item(out: CheckOutcome, g: dict, scores: np.ndarray, margin: float) -> None:

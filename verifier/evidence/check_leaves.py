@@ -132,7 +132,8 @@ class _Piece:
     parents: list[int]              # rows of the previous level that contain it
 
 
-def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | None = None) -> TreeResult:
+def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | None = None,
+             has_alpha: np.ndarray | None = None) -> TreeResult:
     """Cover the case's region with the closed leaf boxes ``lows``/``highs`` ``(L, n)`` and bound
     every leaf, level by level as batches.
 
@@ -142,7 +143,8 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
     tree the leaves came from is among the paths. A piece with no leaf face strictly inside and
     no leaf around it has an uncovered point. Each piece's intermediate bounds start from the
     intersection of all its parents' (valid: they contain it); a leaf's score is the best of
-    several sound bounds (see :func:`_scores`)."""
+    several sound bounds (see :func:`_scores`). ``alphas`` ``(L, R, *shape)`` are the leaves'
+    recorded slopes; ``has_alpha`` ``(L,)`` marks the leaves that recorded them (default: all)."""
     rows, L = CaseRows.of(case), len(lows)
     failed, worst, pieces, cap = 0, math.inf, 0, 64 * L + 1024
     level, prev = [_Piece(case.region.lower, case.region.upper, np.arange(L), [])], None
@@ -163,8 +165,8 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
         prev = _batched_intermediate(sb, inputs, None if prev is None else _meet(prev, [pc.parents for pc in level]))
         done = [k for k, (leaf, _) in enumerate(plan) if leaf >= 0]
         if done:
-            sc = _leaf_piece_scores(sb, rows, inputs, prev, done, [plan[k][0] for k in done], lows, highs, alphas,
-                                    margin)
+            sc = _done_scores(sb, rows, inputs, prev, done, [plan[k][0] for k in done], lows, highs, alphas,
+                              has_alpha, margin)
             worst, failed = min(worst, float(sc.min())), failed + int((~(sc > margin)).sum())
         level = _next_level(level, plan, budget=cap // 2 - pieces)
     return TreeResult(True, f"{L} boxes cover the region ({pieces} pieces bounded)", failed, worst, pieces)
@@ -214,6 +216,21 @@ def _batched_intermediate(sb: SoundBounds, inputs: InputSet, fixed) -> dict[str,
         parts.append(sb.intermediate(sub, fixed=None if fixed is None else
                                      {k: (a[sl], b[sl]) for k, (a, b) in fixed.items()}))
     return {k: (torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in parts[0]}
+
+
+def _done_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list, leaf: list, lows, highs,
+                 alphas, has_alpha, margin: float) -> torch.Tensor:
+    """:func:`_leaf_piece_scores` for the pieces with recorded slopes and those without, apart."""
+    if alphas is None or has_alpha is None or bool(np.all(has_alpha[leaf])):
+        return _leaf_piece_scores(sb, rows, inputs, bounds, done, leaf, lows, highs, alphas, margin)
+    with_a = np.asarray(has_alpha[leaf], dtype=bool)
+    out = torch.empty(len(done), dtype=torch.float64)
+    for mask, a in ((with_a, alphas), (~with_a, None)):
+        pick = np.nonzero(mask)[0]
+        if pick.size:
+            out[torch.as_tensor(pick)] = _leaf_piece_scores(
+                sb, rows, inputs, bounds, [done[i] for i in pick], [leaf[i] for i in pick], lows, highs, a, margin)
+    return out
 
 
 def _leaf_piece_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list, leaf: list, lows, highs,
