@@ -520,3 +520,54 @@ def test_bench_writes_one_report_per_row(tmp_path):
                     "models_digits_mlp__digits_mlp_eps0.01_idx1.json"]
     for f in made:
         assert failed(tmp_path / "reps" / f) == []
+
+
+def test_milp_closed_boxes_are_redecided_by_check(make_onnx, tmp_path):
+    """Input-split boxes handed to the exact MILP are recorded as such and decided again by
+    `check`; the rest of the cover is re-bounded as usual."""
+    from test_bab import _random_relu_net, _threshold_property
+
+    from verifier.config import BabConfig
+    from verifier.spec.vnnlib import parse_vnnlib_text
+
+    path = _random_relu_net(make_onnx, 2)
+    graph = api.load_model(path)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 41)] * 3), -1).reshape(-1, 3).astype(np.float32)
+    y = ort_forward(path, grid)
+    prop = parse_vnnlib_text(_threshold_property(3, float((y[:, 0] - y[:, 1]).max()) + 0.05))
+    config = VerifyConfig(timeout=30, bab=BabConfig(strategy="input", milp_after=0.0))
+    started = time.time()
+    result = api.verify(graph, prop, config=config)
+    assert result.verdict == "unsat", result.reason
+    report = tmp_path / "milp.json"
+    write_verify_report(report, result, path, None, config, graph, prop, started, time.time())
+    methods = {g["method"] for g in load_report(report)["evidence"]["groups"]}
+    assert "bab-input/milp" in methods
+    out = check_report(str(report))
+    assert [i.name for i in out.items if not i.ok] == []
+    assert any("re-decided by exact MILP" in i.name for i in out.items)
+
+
+def test_box_leaves_record_bisection_paths_and_bad_paths_fail(reports, tmp_path):
+    """Each input-split box records the halvings that produced it: replaying them from the
+    region's box gives exactly the leaf; a path naming a non-existent input fails the check."""
+    path = reports["acas"]
+    report = load_report(path)
+    (group,) = [g for g in report["evidence"]["groups"] if g.get("path")][:1]
+    with np.load(sidecar_path(path)) as z:
+        paths, lows, highs = z[group["prefix"] + "path"], z[group["prefix"] + "lower"], z[group["prefix"] + "upper"]
+    prop = api.load_property(report["property"]["abspath"])
+    region = prop.cases[group["case"]].region
+    for dims, lo_leaf, hi_leaf in zip(paths[:20], lows[:20], highs[:20]):
+        lo, hi = np.array(region.lower, dtype=np.float64), np.array(region.upper, dtype=np.float64)
+        for j in dims[dims >= 0]:
+            mid = (lo[j] + hi[j]) / 2
+            if lo_leaf[j] >= mid:
+                lo[j] = mid
+            else:
+                hi[j] = mid
+        np.testing.assert_array_equal(lo, lo_leaf)
+        np.testing.assert_array_equal(hi, hi_leaf)
+    bad = copy_report(path, tmp_path / "bad")
+    edit_sidecar(bad, lambda a: a.__setitem__(group["prefix"] + "path", np.full_like(paths, 7)))
+    assert any("well formed" in name for name in failed(bad))

@@ -14,6 +14,7 @@ from scipy.stats import beta, norm
 
 from verifier import api
 from verifier.cli import main
+from verifier.engines import smoothing
 from verifier.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +144,58 @@ def test_deadline_gives_an_abstention(through_origin):
     x = (W / np.linalg.norm(W) * 20 * SIGMA).astype(np.float32)
     r = api.certify(through_origin, x, SIGMA, n=100_000, batch=100, timeout=0.0)
     assert r.prediction == -1 and r.radius == 0.0 and "timeout" in r.reason
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_overlap_does_not_change_the_counts(fold):
+    """Noise on a second thread draws the same noise in the same order: same counts per seed
+    (a determinism test of two code paths; the oracles for the counts are elsewhere)."""
+    model = api.load_model(SMOOTH)
+    x = np.load(DATA)["x"][1]
+    for seed in (0, 5):
+        a = smoothing.certify(model, x, 0.5, n0=70, n=2_500, batch=300, seed=seed, overlap=True, fold=fold)
+        b = smoothing.certify(model, x, 0.5, n0=70, n=2_500, batch=300, seed=seed, overlap=False, fold=fold)
+        assert a.stats["overlap"] and not b.stats["overlap"] and a.stats["fold"] == b.stats["fold"] == fold
+        assert np.array_equal(a.selection_counts, b.selection_counts) and np.array_equal(a.counts, b.counts)
+        assert (a.prediction, a.radius, a.pA_lower) == (b.prediction, b.radius, b.pA_lower)
+        p = smoothing.predict(model, x, 0.5, n=1_234, batch=500, seed=seed, overlap=True, fold=fold)
+        q = smoothing.predict(model, x, 0.5, n=1_234, batch=500, seed=seed, overlap=False, fold=fold)
+        assert np.array_equal(p.counts, q.counts) and p.counts.sum() == 1_234
+
+
+def test_overlap_deadline_gives_an_abstention(through_origin):
+    x = (W / np.linalg.norm(W) * 20 * SIGMA).astype(np.float32)
+    r = smoothing.certify(through_origin, x, SIGMA, n=100_000, batch=100, timeout=0.0, overlap=True)
+    assert r.prediction == -1 and "timeout" in r.reason and r.stats["samples"] < 100_100
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.3, 1.0])
+def test_folded_noise_has_the_closed_form_law(through_origin, margin):
+    """Folding the first Linear (4 -> 2, rank 1) into the noise: P(class 1) must still be
+    Φ(w·x / (sigma ‖w‖)), the exact law of the linear classifier under input noise."""
+    assert smoothing.foldable(through_origin)
+    x = (W / np.linalg.norm(W) * margin * SIGMA).astype(np.float32)
+    n = 200_000
+    r = smoothing.certify(through_origin, x, SIGMA, n0=10, n=n, batch=50_000, seed=21, fold=True)
+    assert r.stats["fold"] and r.counts.sum() == n
+    p = norm.cdf(margin)
+    assert abs(int(r.counts[1]) - n * p) <= 5 * np.sqrt(n * p * (1 - p))
+
+
+def test_folded_noise_agrees_with_onnxruntime_in_law():
+    """digits_smooth (first layer Linear 64 -> 32): class frequencies of the folded sampler
+    against onnxruntime's votes on input-space noise (independent samples), chi-square test."""
+    from scipy.stats import chi2_contingency
+
+    model = api.load_model(SMOOTH)
+    x = np.load(DATA)["x"][3]
+    n = 4_000
+    r = smoothing.predict(model, x, 0.5, n=n, batch=1_000, seed=3, fold=True)
+    assert r.stats["fold"]
+    votes = ort_counts(x, 0.5, [n], torch.Generator().manual_seed(4))
+    table = np.array([r.counts, votes])
+    table = table[:, table.sum(axis=0) > 0]
+    assert chi2_contingency(table).pvalue > 1e-4
 
 
 # ---- digits_smooth against onnxruntime on the same noise ------------------------------------------

@@ -30,6 +30,9 @@ def add_arguments(p) -> None:
     p.add_argument("--solver", default="HIGHS", help="cvxpy solver for lp / milp (default HIGHS)")
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
     p.add_argument("--bab", default="auto", choices=["auto", "input", "relu"])
+    from verifier.cli_commands import add_milp_after
+
+    add_milp_after(p)
     p.add_argument("--reports", metavar="DIR", help="write a JSON safety report per instance into DIR "
                    "(named after the row: <onnx>__<vnnlib>.json)")
 

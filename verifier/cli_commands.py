@@ -28,7 +28,8 @@ def _config(args, timeout: float):
     from verifier.config import BabConfig, BoundsConfig, VerifyConfig
 
     bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"), solver=getattr(args, "solver", "HIGHS"))
-    bab = BabConfig(enabled=not getattr(args, "no_bab", False), strategy=getattr(args, "bab", "auto"))
+    bab = BabConfig(enabled=not getattr(args, "no_bab", False), strategy=getattr(args, "bab", "auto"),
+                    milp_after=getattr(args, "milp_after", BabConfig.milp_after))
     cfg = VerifyConfig(timeout=timeout, device=args.device, seed=args.seed, bounds=bounds, bab=bab)
     return dataclasses.replace(cfg)
 
@@ -50,8 +51,19 @@ def register_verify(sub) -> None:
     p.add_argument("--bab", default="auto", choices=["auto", "input", "relu"],
                    help="branch-and-bound strategy (default: by input dimension)")
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
+    add_milp_after(p)
     _add_common(p)
     p.set_defaults(func=run_verify)
+
+
+def add_milp_after(p) -> None:
+    """The ``--milp-after`` option shared by ``verify`` and ``bench``."""
+    from verifier.config import BabConfig
+
+    p.add_argument("--milp-after", type=float, default=BabConfig.milp_after, metavar="SHARE",
+                   help="input-split branch and bound hands its worst open boxes to the exact MILP once "
+                        f"this share of its time is used (small ReLU nets only; default {BabConfig.milp_after:g}; "
+                        "1 turns it off)")
 
 
 def run_verify(args) -> int:

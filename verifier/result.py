@@ -56,6 +56,7 @@ class Leaf:
     upper: np.ndarray | None = None
     splits: tuple[tuple[str, int, int], ...] = ()
     multipliers: dict[str, Any] | None = None  # {"alpha": {node: (R, n)}, "beta": {node: (R, n)}}
+    path: tuple[int, ...] = ()  # input dims halved at their midpoints, root first, to reach the box
 
 
 @dataclass(frozen=True)

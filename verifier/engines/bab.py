@@ -24,11 +24,13 @@ class BabOutcome:
     bounds: dict = field(default_factory=dict)
     strategy: str = ""
     domains: int = 0
+    notes: list = field(default_factory=list)
 
     def trail_entry(self, elapsed: float) -> dict:
         outcome = "counterexample" if self.counterexample else ("proven" if self.proven else "open")
+        extra = {"notes": self.notes} if self.notes else {}
         return {"engine": f"bab-{self.strategy}", "outcome": outcome, "domains_bounded": self.domains,
-                "reason": self.reason, "time": elapsed, **self.bounds}
+                "reason": self.reason, "time": elapsed, **self.bounds, **extra}
 
 
 def choose_strategy(graph: Graph, requested: str) -> str:
@@ -43,12 +45,14 @@ def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config:
     """Close every open case by branching, or find a confirmed counterexample."""
     strategy = choose_strategy(graph, config.bab.strategy)
     work = graph
-    leaves, domains, open_left, worst = [], 0, [], float("inf")
+    leaves, domains, open_left, worst, notes = [], 0, [], float("inf"), []
     for i in open_cases:
         out = _run_case(work, prop.cases[i], i, runner, config, deadline, progress, strategy)
         domains += out.domains_bounded
+        notes.extend(f"case {i}: {n}" for n in out.notes)
         if out.counterexample is not None:
-            return BabOutcome(False, out.counterexample, "counterexample", strategy=strategy, domains=domains)
+            return BabOutcome(False, out.counterexample, "counterexample", strategy=strategy, domains=domains,
+                              notes=notes)
         leaves.extend(out.leaves)
         if not out.proven:
             open_left.append(i)
@@ -56,8 +60,8 @@ def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config:
             reason = out.reason
     if not open_left:
         return BabOutcome(True, reason="every sub-domain closed", leaves=leaves, strategy=strategy,
-                          domains=domains)
-    return BabOutcome(False, reason=reason, strategy=strategy, domains=domains,
+                          domains=domains, notes=notes)
+    return BabOutcome(False, reason=reason, strategy=strategy, domains=domains, notes=notes,
                       bounds={"open_cases": open_left, "best_global_bound": worst})
 
 

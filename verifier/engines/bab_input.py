@@ -19,6 +19,7 @@ from verifier.bounds.forward import forward_bounds
 from verifier.bounds.linear import Region, Trace
 from verifier.config import AttackConfig, VerifyConfig
 from verifier.engines.attack import _pgd
+from verifier.engines.bab_milp import MILP_MAX_UNSTABLE, MilpHandoff, solve_box
 from verifier.engines.confirm import UnsafeSet, confirm
 from verifier.engines.rows import RowSpec
 from verifier.ir.graph import Graph
@@ -41,6 +42,7 @@ class SplitOutcome:
     domains_bounded: int = 0
     case_index: int = 0
     leaves: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class _Domains:
     score: torch.Tensor
     split_dim: torch.Tensor
     inter: dict
+    path: torch.Tensor                  # (D, P) int64: dims halved from the root, -1 padded
     alphas: dict | None = None          # α slopes (D, R, *shape) of domains bounded by α-CROWN
     alpha_used: torch.Tensor | None = None  # (D,) which domains' scores come from those slopes
 
@@ -63,14 +66,15 @@ class _Domains:
         alphas = None if self.alphas is None else {k: v[idx] for k, v in self.alphas.items()}
         used = None if self.alpha_used is None else self.alpha_used[idx]
         return _Domains(self.lower[idx], self.upper[idx], self.score[idx], self.split_dim[idx],
-                        {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()}, alphas, used)
+                        {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()}, self.path[idx], alphas,
+                        used)
 
     def extend(self, other: "_Domains") -> "_Domains":
         cat = torch.cat
         return _Domains(cat([self.lower, other.lower]), cat([self.upper, other.upper]),
                         cat([self.score, other.score]), cat([self.split_dim, other.split_dim]),
                         {n: (cat([lo, other.inter[n][0]]), cat([hi, other.inter[n][1]]))
-                         for n, (lo, hi) in self.inter.items()})
+                         for n, (lo, hi) in self.inter.items()}, _cat_paths(self.path, other.path))
 
 
 @dataclass
@@ -96,9 +100,10 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
     kw = dict(dtype=graph.dtype, device=graph.device)
     lo = torch.as_tensor(case.region.lower, **kw).unsqueeze(0)
     hi = torch.as_tensor(case.region.upper, **kw).unsqueeze(0)
-    batch, cex = _bound_and_probe(s, lo, hi, None)
+    batch, cex = _bound_and_probe(s, lo, hi, None, torch.zeros(1, 0, dtype=torch.long, device=graph.device))
     store = batch.select(torch.zeros(0, dtype=torch.long, device=graph.device))
     last = time.monotonic()
+    handoff = MilpHandoff.plan(graph, config.bab.milp_after, last, deadline)
     while cex is None:
         store = _file(s, store, batch)
         if not len(store) or time.monotonic() >= deadline:
@@ -106,6 +111,10 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
         if len(store) > config.bab.max_domains:
             out.reason = f"domain store reached its cap of {config.bab.max_domains} sub-domains"
             break
+        if handoff.turn(time.monotonic()):
+            store, cex = _to_milp(s, store, handoff, deadline)
+            batch = store.select(torch.zeros(0, dtype=torch.long, device=graph.device))  # nothing new to file
+            continue
         order = torch.argsort(store.score)
         width = graph.n_inputs if config.bab.input_branching == "strong" else 1
         k = max(1, config.bab.batch // (2 * width))
@@ -116,7 +125,28 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
             progress(f"input split: {len(store) + len(batch)} open, {out.domains_bounded} bounded, "
                      f"worst bound {float(store.score.min()) if len(store) else 0.0:.4g}")
     out.counterexample = cex
+    if handoff.calls:
+        out.notes.append(handoff.summary())
     return _finish(out, store)
+
+
+def _to_milp(s: _Search, store: _Domains, handoff: MilpHandoff, deadline: float):
+    """Hand the open box with the fewest unstable ReLU neurons (the MILP's binaries) to the
+    MILP, if it has at most :data:`MILP_MAX_UNSTABLE`: settled boxes become leaves, the rest
+    stay open. Every hand-off, made or not, pushes the next turn back by the time it took."""
+    unstable = _unstable_counts(s.graph, store.inter)
+    worst = int(torch.argmin(unstable))
+    if int(unstable[worst]) > MILP_MAX_UNSTABLE:
+        handoff.record(0.05, False, attempted=False)
+        return store, None
+    lo, hi = store.lower[worst], store.upper[worst]
+    closed, cex = solve_box(s, lo, hi, handoff, deadline)
+    if not closed:
+        return store, cex
+    s.out.leaves.append(Leaf(s.case_index, "bab-input/milp", s.config.proof_margin,
+                             lo.double().cpu().numpy(), hi.double().cpu().numpy(), path=_path_of(store.path[worst])))
+    keep = torch.arange(len(store), device=store.score.device) != worst
+    return store.select(torch.nonzero(keep).flatten()), None
 
 
 def _finish(out: SplitOutcome, store: _Domains) -> SplitOutcome:
@@ -138,29 +168,57 @@ def _halves(lower, upper, dims):
     return torch.cat([lower, right_lo]), torch.cat([left_hi, upper])
 
 
+def _cat_paths(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Stack two ``(D, P)`` path arrays, padding the shorter with -1."""
+    P = max(a.shape[1], b.shape[1])
+    pad = lambda t: torch.nn.functional.pad(t, (0, P - t.shape[1]), value=-1)  # noqa: E731
+    return torch.cat([pad(a), pad(b)])
+
+
+def _child_paths(paths: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
+    """Paths of both halves ``(2D, P + 1)`` (left halves first) of boxes ``(D, P)`` cut along ``dims``."""
+    one = torch.cat([paths, dims.unsqueeze(1)], dim=1)
+    return torch.cat([one, one])
+
+
 def _inherit(inter: dict, repeats: int) -> dict:
     return {n: (lo.repeat(repeats, *([1] * (lo.dim() - 1))), hi.repeat(repeats, *([1] * (hi.dim() - 1))))
             for n, (lo, hi) in inter.items()}
 
 
+def _unstable_counts(graph: Graph, inter: dict) -> torch.Tensor:
+    """Unstable ReLU-like neurons per domain ``(D,)`` from its intermediate bounds."""
+    total = None
+    for node in graph.nodes:
+        if node.op in ("Relu", "LeakyRelu") and node.inputs[0] in inter:
+            lo, hi = inter[node.inputs[0]]
+            c = ((lo < 0) & (hi > 0)).flatten(1).sum(1)
+            total = c if total is None else total + c
+    return total if total is not None else torch.zeros(0)
+
+
 def _smear_split(s: _Search, parents: _Domains):
     lo, hi = _halves(parents.lower, parents.upper, parents.split_dim)
-    return _bound_and_probe(s, lo, hi, _inherit(parents.inter, 2))
+    return _bound_and_probe(s, lo, hi, _inherit(parents.inter, 2), _child_paths(parents.path, parents.split_dim))
 
 
 def _strong_split(s: _Search, parents: _Domains):
-    """Bound the halves along every dimension; keep, per parent, the split whose weaker half
-    scores best (those children come back already bounded)."""
+    """Bound the halves along every dimension; keep, per parent, the split that leaves the least
+    work: the largest sum of the halves' scores, each capped at 0 (those children come back
+    already bounded). The weaker half alone is too myopic: when no single cut lifts the worse
+    half, it keeps cutting dimensions that are already narrow."""
     D, n = parents.lower.shape
     dims = torch.arange(n, device=parents.lower.device).repeat(D)
     lo, hi = _halves(parents.lower.repeat_interleave(n, 0), parents.upper.repeat_interleave(n, 0), dims)
     inter = {k: (a.repeat_interleave(n, 0), b.repeat_interleave(n, 0)) for k, (a, b) in parents.inter.items()}
-    batch, cex = _bound_and_probe(s, lo, hi, _inherit(inter, 2))
+    paths = _child_paths(parents.path.repeat_interleave(n, 0), dims)
+    batch, cex = _bound_and_probe(s, lo, hi, _inherit(inter, 2), paths)
     if cex is not None:
         return batch, cex
     half = D * n
-    worse = torch.minimum(batch.score[:half], batch.score[half:]).reshape(D, n)
-    best = worse.argmax(dim=1) + torch.arange(D, device=lo.device) * n
+    deficit = batch.score.clamp(max=0.0)  # closed halves count as 0: no work left there
+    gain = (deficit[:half] + deficit[half:]).reshape(D, n)
+    best = gain.argmax(dim=1) + torch.arange(D, device=lo.device) * n
     return batch.select(torch.cat([best, best + half])), None
 
 
@@ -169,17 +227,23 @@ def _file(s: _Search, store: _Domains, batch: _Domains) -> _Domains:
     closed = batch.score > s.config.proof_margin
     for i in torch.nonzero(closed).flatten().tolist():
         lo, hi = batch.lower[i].double().cpu().numpy(), batch.upper[i].double().cpu().numpy()
-        b = float(batch.score[i])
+        b, path = float(batch.score[i]), _path_of(batch.path[i])
         if batch.alpha_used is not None and bool(batch.alpha_used[i]):
             mult = {"alpha": {k: v[i].double().cpu().numpy() for k, v in batch.alphas.items()}}
-            s.out.leaves.append(Leaf(s.case_index, "bab-input/alpha-crown", b, lo, hi, multipliers=mult))
+            s.out.leaves.append(Leaf(s.case_index, "bab-input/alpha-crown", b, lo, hi, multipliers=mult, path=path))
         else:
-            s.out.leaves.append(Leaf(s.case_index, "bab-input/crown", b, lo, hi))
+            s.out.leaves.append(Leaf(s.case_index, "bab-input/crown", b, lo, hi, path=path))
     return store.extend(batch.select(torch.nonzero(~closed).flatten()))
 
 
-def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inter: dict | None):
-    """Bound a batch of boxes ``(D, n)``; returns the bounded domains and a counterexample or None."""
+def _path_of(row: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(v) for v in row.tolist() if v >= 0)
+
+
+def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inter: dict | None,
+                     path: torch.Tensor):
+    """Bound a batch of boxes ``(D, n)`` reached by the bisections ``path`` ``(D, P)``; returns the
+    bounded domains and a counterexample or None."""
     g, cfg = s.graph, s.config
     B = lo.shape[0]
     full = (B, *g.input_full_shape)
@@ -208,7 +272,7 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
     dims = (a.abs() * (hi - lo)).argmax(dim=1)
     inter = {n: bounds[n] for n in nonlinear_inputs(g)}
     cex = _probe(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin)
-    return _Domains(lo, hi, score, dims, inter, alphas, used), cex
+    return _Domains(lo, hi, score, dims, inter, path, alphas, used), cex
 
 
 PGD_BOXES = 16  # most promising open boxes searched by a short PGD run per batch

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from verifier.errors import InputError
+from verifier.evidence.check_exact import exact_item
 from verifier.evidence.report import as_float, load_report, load_sidecar, sha256_file
 
 
@@ -263,8 +264,13 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         return
     box = [(g, d) for g, d in groups if g["kind"] == "box"]
     if box:
+        decided = np.concatenate([np.full(len(d["lower"]), is_exact(g)) for g, d in box])
         tree = lv.box_tree(sb, case, np.concatenate([d["lower"] for _, d in box]),
-                           np.concatenate([d["upper"] for _, d in box]), margin, *_box_alphas(box))
+                           np.concatenate([d["upper"] for _, d in box]), margin, *_box_alphas(box), decided,
+                           _box_paths(box))
+        for g, d in box:
+            if is_exact(g):
+                out.add(*exact_item(sb.g, c, case, g, d))
         out.add(f"case {c} covered by its {sum(len(d['lower']) for _, d in box)} boxes", tree.covered, tree.detail)
         if tree.covered:
             out.add(f"case {c}: every box re-bounded above the margin {margin:g}", tree.failed_pieces == 0,
@@ -277,6 +283,21 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         for g, d in split:
             _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"], margin).numpy(),
                        margin)
+
+
+def is_exact(group: dict) -> bool:
+    """Whether a leaf group was closed by the exact MILP (re-decided by one, not re-bounded)."""
+    return str(group.get("method", "")).endswith("/milp")
+
+
+def _box_paths(box: list) -> np.ndarray | None:
+    """The bisection paths of every box leaf stacked ``(L, P)`` (-1 padded), or None unless every
+    group recorded them."""
+    if any(d.get("path") is None for _, d in box):
+        return None
+    P = max(d["path"].shape[1] for _, d in box)
+    return np.concatenate([np.pad(d["path"], ((0, 0), (0, P - d["path"].shape[1])), constant_values=-1)
+                           for _, d in box])
 
 
 def _box_alphas(box: list) -> tuple[dict | None, np.ndarray | None]:
@@ -332,6 +353,7 @@ def _group_data(g: dict, arrays: dict, graph, case) -> dict:
         d["lower"], d["upper"] = arrays[p + "lower"], arrays[p + "upper"]
         if d["lower"].shape != (L, graph.n_inputs) or d["upper"].shape != (L, graph.n_inputs):
             problems.append(f"leaf boxes have shape {d['lower'].shape}, expected {(L, graph.n_inputs)}")
+        d["path"] = _path_data(g, arrays, graph, L, problems)
     elif g["kind"] == "split":
         _split_data(g, arrays, graph, d, L)
     elif g["kind"] != "region":
@@ -345,6 +367,18 @@ def _group_data(g: dict, arrays: dict, graph, case) -> dict:
                 problems.append(f"{mk} multiplier for {name!r} has shape {arr.shape} or names no suitable node")
             d[mk][name] = arr
     return d
+
+
+def _path_data(g: dict, arrays: dict, graph, L: int, problems: list) -> np.ndarray | None:
+    """The bisection paths of box leaves ``(L, P)`` (dims, -1 padded), or None if not recorded."""
+    if not g.get("path"):
+        return None
+    path = np.asarray(arrays.get(g["prefix"] + "path", np.zeros((0, 0))))
+    if path.ndim != 2 or path.shape[0] != L or path.dtype.kind not in "iu" or \
+            (path.size and (path.min() < -1 or path.max() >= graph.n_inputs)):
+        problems.append(f"bisection paths have shape {path.shape} or name dimensions outside 0..{graph.n_inputs - 1}")
+        return None
+    return path
 
 
 def _split_data(g: dict, arrays: dict, graph, d: dict, L: int) -> None:

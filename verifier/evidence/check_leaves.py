@@ -130,10 +130,12 @@ class _Piece:
     upper: np.ndarray
     idx: np.ndarray                 # leaves that may meet it
     parents: list[int]              # rows of the previous level that contain it
+    depth: int = 0                  # bisections from the region
 
 
 def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | None = None,
-             has_alpha: np.ndarray | None = None) -> TreeResult:
+             has_alpha: np.ndarray | None = None, decided: np.ndarray | None = None,
+             paths: np.ndarray | None = None) -> TreeResult:
     """Cover the case's region with the closed leaf boxes ``lows``/``highs`` ``(L, n)`` and bound
     every leaf, level by level as batches.
 
@@ -144,7 +146,11 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
     no leaf around it has an uncovered point. Each piece's intermediate bounds start from the
     intersection of all its parents' (valid: they contain it); a leaf's score is the best of
     several sound bounds (see :func:`_scores`). ``alphas`` ``(L, R, *shape)`` are the leaves'
-    recorded slopes; ``has_alpha`` ``(L,)`` marks the leaves that recorded them (default: all)."""
+    recorded slopes; ``has_alpha`` ``(L,)`` marks the leaves that recorded them (default: all);
+    ``decided`` ``(L,)`` marks leaves checked elsewhere (by an exact solver): they count for
+    coverage only. ``paths`` ``(L, P)`` are the recorded bisections (dimension halved at each
+    depth, -1 padded): where the leaves in a piece agree on the next one, that is the only cut
+    followed, so each piece's bounds are built exactly as the search built them."""
     rows, L = CaseRows.of(case), len(lows)
     failed, worst, pieces, cap = 0, math.inf, 0, 64 * L + 1024
     level, prev = [_Piece(case.region.lower, case.region.upper, np.arange(L), [])], None
@@ -156,7 +162,8 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
         for pc in level:
             pc.idx = pc.idx[_overlaps(pc.lower, pc.upper, lows[pc.idx], highs[pc.idx])]
             around = pc.idx[np.all(lows[pc.idx] <= pc.lower, axis=1) & np.all(highs[pc.idx] >= pc.upper, axis=1)]
-            cuts = [] if around.size else choose_cuts(pc.lower, pc.upper, lows[pc.idx], highs[pc.idx])
+            cuts = [] if around.size else (_recorded_cut(pc, paths) or
+                                           choose_cuts(pc.lower, pc.upper, lows[pc.idx], highs[pc.idx]))
             if not around.size and not cuts:
                 return TreeResult(False, f"region piece {_fmt_box(pc.lower, pc.upper)} is not covered", failed,
                                   worst, pieces)
@@ -165,8 +172,13 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
         prev = _batched_intermediate(sb, inputs, None if prev is None else _meet(prev, [pc.parents for pc in level]))
         done = [k for k, (leaf, _) in enumerate(plan) if leaf >= 0]
         if done:
-            sc = _done_scores(sb, rows, inputs, prev, done, [plan[k][0] for k in done], lows, highs, alphas,
-                              has_alpha, margin)
+            leaf = [plan[k][0] for k in done]
+            keep = [i for i, j in enumerate(leaf) if decided is None or not decided[j]]
+            sc = torch.full((len(done),), math.inf, dtype=torch.float64)
+            if keep:
+                sc[torch.as_tensor(keep)] = _done_scores(sb, rows, inputs, prev, [done[i] for i in keep],
+                                                         [leaf[i] for i in keep], lows, highs, alphas, has_alpha,
+                                                         margin)
             worst, failed = min(worst, float(sc.min())), failed + int((~(sc > margin)).sum())
         level = _next_level(level, plan, budget=cap // 2 - pieces)
     return TreeResult(True, f"{L} boxes cover the region ({pieces} pieces bounded)", failed, worst, pieces)
@@ -187,8 +199,19 @@ def _next_level(level: list[_Piece], plan: list, budget: int) -> list[_Piece]:
                 if key in out:
                     out[key].parents.append(k)
                 else:
-                    out[key] = _Piece(lo, hi, pc.idx, [k])
+                    out[key] = _Piece(lo, hi, pc.idx, [k], pc.depth + 1)
     return list(out.values())
+
+
+def _recorded_cut(pc: _Piece, paths: np.ndarray | None) -> list[tuple[int, float]]:
+    """The midpoint cut the leaves inside the piece recorded at its depth, if they all agree."""
+    if paths is None or pc.depth >= paths.shape[1] or not pc.idx.size:
+        return []
+    dims = np.unique(paths[pc.idx, pc.depth])
+    if dims.size != 1 or dims[0] < 0:
+        return []
+    j = int(dims[0])
+    return [(j, float((pc.lower[j] + pc.upper[j]) / 2))]
 
 
 def _meet(prev: dict[str, Box], parents: list[list[int]]) -> dict[str, Box]:

@@ -187,6 +187,11 @@ def proof_section(leaves: list, arrays: Arrays) -> dict[str, Any]:
         if kind in ("box", "mixed"):
             arrays[p + "lower"] = np.stack([np.asarray(lf.lower, np.float64).reshape(-1) for lf in members])
             arrays[p + "upper"] = np.stack([np.asarray(lf.upper, np.float64).reshape(-1) for lf in members])
+            if all(lf.path for lf in members):
+                depth = max(len(lf.path) for lf in members)
+                arrays[p + "path"] = np.array([list(lf.path) + [-1] * (depth - len(lf.path)) for lf in members],
+                                              dtype=np.int64)
+                entry["path"] = True
         if kind in ("split", "mixed"):
             entry["split_nodes"] = _store_splits(members, arrays, p)
         for mk in ("alpha", "beta"):
