@@ -130,3 +130,56 @@ def test_relu_split_out_of_time_never_claims_a_proof():
     out = relu_split(graph, prop.cases[0], 0, OnnxRunner(model), VerifyConfig(), time.monotonic(), lambda m: None)
     assert not out.proven
     assert out.open_domains > 0 and "time limit" in out.reason
+
+
+def _failing_above(monkeypatch, module, name: str, size_of, limit: int) -> list[int]:
+    """Make ``module.name`` raise torch's out-of-memory error on batches larger than ``limit``;
+    returns the list of batch sizes it was called with."""
+    real, sizes = getattr(module, name), []
+
+    def wrapped(*args, **kw):
+        n = size_of(*args)
+        sizes.append(n)
+        if n > limit:
+            raise torch.OutOfMemoryError(f"simulated: {n} domains do not fit")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return sizes
+
+
+def test_input_split_bounds_batches_in_halves_when_memory_runs_out(monkeypatch):
+    """Batches that do not fit are bounded in halves: same verdict, smaller batches seen."""
+    import verifier.engines.bab_input as bi
+
+    model, p = _acas("1_9", 1)
+    sizes = _failing_above(monkeypatch, bi, "_strong_split", lambda s, parents: len(parents), 1)
+    result = verifier.verify(model, p, timeout=60)
+    assert result.verdict == "unsat", result.reason
+    big = sizes.index(max(sizes))
+    assert max(sizes) > 1 and sizes[big + 1] == max(sizes) // 2  # the failed batch came back halved
+
+
+def test_relu_split_out_of_memory_on_one_domain_is_unknown_with_reason(monkeypatch):
+    """When not even one sub-domain fits, the case stays open and the reason says why."""
+    import verifier.engines.bab_relu as br
+
+    model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"))
+    prop = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
+    _failing_above(monkeypatch, br, "_bound", lambda prob, states, *a: next(iter(states.values())).shape[0], 0)
+    result = verifier.verify(model, prop, timeout=30, bab=BabConfig(strategy="relu"))
+    assert result.verdict == "unknown"
+    assert "out of memory" in result.reason
+
+
+def test_relu_split_halves_keep_the_verdict(monkeypatch):
+    import verifier.engines.bab_relu as br
+
+    model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"))
+    prop = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
+    sizes = _failing_above(monkeypatch, br, "_bound", lambda prob, states, *a: next(iter(states.values())).shape[0],
+                           1)
+    result = verifier.verify(model, prop, timeout=60, bab=BabConfig(strategy="relu"))
+    assert result.verdict == "unsat", result.reason
+    big = sizes.index(max(sizes))
+    assert max(sizes) > 1 and sizes[big + 1] == max(sizes) // 2

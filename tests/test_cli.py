@@ -300,3 +300,18 @@ def test_verify_matches_published_verdict(row: dict | None, tmp_path: Path) -> N
     assert verdict == truth, f"published {truth}, got {verdict}"
     if verdict == "sat":
         check_witness(result_file.read_text(), folder / row["onnx"], folder / row["vnnlib"])
+
+
+def test_memory_limit_too_small_is_a_resource_error_not_a_traceback():
+    run = run_cli("verify", str(MODELS_DIR / "digits_mlp.onnx"), str(SPECS_DIR / "digits_mlp_eps0.01_idx0.vnnlib"),
+                  "--memory-limit", "1", "--quiet")
+    assert run.returncode == 6, run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "out of memory" in lines[0] and "Traceback" not in run.stderr
+
+
+def test_memory_limit_with_room_changes_nothing():
+    run = run_cli("verify", str(MODELS_DIR / "digits_mlp.onnx"), str(SPECS_DIR / "digits_mlp_eps0.01_idx0.vnnlib"),
+                  "--memory-limit", "4000", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "unsat"

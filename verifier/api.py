@@ -48,7 +48,18 @@ def verify(model: Graph, prop: Property, timeout: float | None = None, config: V
     config = dataclasses.replace(config, **settings)
     _check_device(config.device)
     _check_sizes(model, prop)
-    return run_pipeline(model, prop, config, progress or (lambda _msg: None))
+    try:
+        return run_pipeline(model, prop, config, progress or (lambda _msg: None))
+    except Exception as e:  # out of memory where no smaller batch helps: unknown, with the reason
+        from verifier.engines.memory import free_memory, is_out_of_memory
+        from verifier.result import Status
+
+        if not is_out_of_memory(e):
+            raise
+        free_memory()
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        return Result(Status.UNKNOWN, f"out of memory ({first}); a lighter method, a smaller branch-and-bound "
+                      "batch or a device with more memory may help")
 
 
 def _check_device(device: str) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 
-from verifier.errors import InternalError, VerifierError
+from verifier.errors import InternalError, ResourceError, VerifierError
 
 EPILOG = """\
 examples:
@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             from verifier.api import _check_device
 
             _check_device(args.device)
+        if getattr(args, "memory_limit", None):
+            from verifier.engines.memory import cap_memory
+
+            cap_memory(args.memory_limit, getattr(args, "device", "cpu"))
         return int(args.func(args) or 0)
     except VerifierError as e:
         return _report(e, args.debug)
@@ -68,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         print("verifier: resource error: out of memory", file=sys.stderr)
         return 6
     except Exception as e:  # a bug: say so plainly, keep the traceback for --debug
+        from verifier.engines.memory import is_out_of_memory
+
+        if is_out_of_memory(e):
+            return _report(ResourceError(f"out of memory ({str(e).splitlines()[0][:200]})"), args.debug)
         err = InternalError(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         return _report(err, args.debug)
     finally:

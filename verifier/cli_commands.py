@@ -13,6 +13,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default 1: verification works on many small tensors, "
                         "where more threads cost more than they give; raise it for large CNNs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="MiB",
+                   help="cap this process's memory (CPU: data segment; CUDA: share of the GPU); batches "
+                        "that do not fit are bounded in halves, and what still does not fit ends as unknown")
 
 
 def _progress(args):

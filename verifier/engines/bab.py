@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from verifier.config import VerifyConfig
 from verifier.engines.bab_input import SplitOutcome, input_split
+from verifier.errors import ResourceError
 from verifier.ir.graph import Graph
 from verifier.result import Counterexample
 from verifier.spec.property import Property
@@ -66,6 +67,14 @@ def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config:
 
 
 def _run_case(graph, case, index, runner, config, deadline, progress, strategy) -> SplitOutcome:
+    """One case's search; running out of memory on a single sub-domain leaves the case open."""
+    try:
+        return _search_case(graph, case, index, runner, config, deadline, progress, strategy)
+    except ResourceError as e:
+        return SplitOutcome(case_index=index, reason=str(e))
+
+
+def _search_case(graph, case, index, runner, config, deadline, progress, strategy) -> SplitOutcome:
     if any(conj.C.shape[0] == 0 for conj in case.unsafe):
         return SplitOutcome(case_index=index, reason="a disjunct with no output constraint makes every "
                             "input unsafe, but no input was confirmed by onnxruntime")

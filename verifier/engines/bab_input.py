@@ -21,6 +21,7 @@ from verifier.config import AttackConfig, VerifyConfig
 from verifier.engines.attack import _pgd
 from verifier.engines.bab_milp import MILP_MAX_UNSTABLE, MilpHandoff, solve_box
 from verifier.engines.confirm import UnsafeSet, confirm
+from verifier.engines.memory import in_halves
 from verifier.engines.rows import RowSpec
 from verifier.ir.graph import Graph
 from verifier.result import Counterexample, Leaf
@@ -119,7 +120,7 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
         width = graph.n_inputs if config.bab.input_branching == "strong" else 1
         k = max(1, config.bab.batch // (2 * width))
         parents, store = store.select(order[:k]), store.select(order[k:])
-        batch, cex = _strong_split(s, parents) if width > 1 else _smear_split(s, parents)
+        batch, cex = _split_fitting(s, parents, strong=width > 1)
         if time.monotonic() - last > 2.0:
             last = time.monotonic()
             progress(f"input split: {len(store) + len(batch)} open, {out.domains_bounded} bounded, "
@@ -184,6 +185,42 @@ def _child_paths(paths: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
 def _inherit(inter: dict, repeats: int) -> dict:
     return {n: (lo.repeat(repeats, *([1] * (lo.dim() - 1))), hi.repeat(repeats, *([1] * (hi.dim() - 1))))
             for n, (lo, hi) in inter.items()}
+
+
+def _split_fitting(s: _Search, parents: _Domains, strong: bool):
+    """Split and bound ``parents``; on halves of them (recursively) when the batch does not fit
+    in memory. Returns the bounded children and a counterexample or None."""
+    split = _strong_split if strong else _smear_split
+    idx = torch.arange(len(parents), device=parents.lower.device)
+    run = lambda sl: split(s, parents.select(idx[sl]))  # noqa: E731
+    return in_halves(run, len(parents), _merge_split, "input-split boxes")
+
+
+def _merge_split(parts):
+    """Results of consecutive parts of one split, as one: domains (with their α slopes) joined."""
+    batches, cexs = zip(*parts)
+    cex = next((c for c in cexs if c is not None), None)
+    joined = batches[0]
+    for b in batches[1:]:
+        joined = _join_bounded(joined, b)
+    return joined, cex
+
+
+def _join_bounded(a: _Domains, b: _Domains) -> _Domains:
+    """Two freshly bounded batches as one, keeping the α slopes of either (zeros elsewhere)."""
+    out = a.extend(b)
+    if a.alphas is None and b.alphas is None:
+        return out
+    like = a.alphas if a.alphas is not None else b.alphas
+    zeros = lambda d, n: {k: torch.zeros(n, *v.shape[1:], dtype=v.dtype, device=v.device)  # noqa: E731
+                          for k, v in like.items()}
+    pa = a.alphas if a.alphas is not None else zeros(a, len(a))
+    pb = b.alphas if b.alphas is not None else zeros(b, len(b))
+    out.alphas = {k: torch.cat([pa[k], pb[k]]) for k in like}
+    used = [d.alpha_used if d.alpha_used is not None else torch.zeros(len(d), dtype=torch.bool,
+                                                                      device=d.lower.device) for d in (a, b)]
+    out.alpha_used = torch.cat(used)
+    return out
 
 
 def _unstable_counts(graph: Graph, inter: dict) -> torch.Tensor:

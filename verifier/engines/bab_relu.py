@@ -20,6 +20,7 @@ from verifier.config import VerifyConfig
 from verifier.engines.bab_input import SplitOutcome, _probe
 from verifier.engines.confirm import UnsafeSet
 from verifier.engines.incomplete import case_region
+from verifier.engines.memory import in_halves
 from verifier.engines.rows import RowSpec
 from verifier.ir.graph import Graph
 from verifier.ops.activations import LeakyRelu, Relu
@@ -86,7 +87,7 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
                    torch.zeros(0, 2, dtype=torch.long, device=graph.device))
     last = time.monotonic()
     while True:
-        score, choice, cex, params = _bound(prob, states, config, out, deadline)
+        score, choice, cex, params = _bound_fitting(prob, states, config, out, deadline)
         if cex is not None:
             out.counterexample = cex
             return out
@@ -188,6 +189,34 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
                      config.proof_margin)
     out.domains_bounded += D
     return score, choice, cex, (alphas, betas)
+
+
+def _bound_fitting(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float):
+    """:func:`_bound`, on halves of the batch (recursively) when the whole does not fit in memory."""
+    D = next(iter(states.values())).shape[0]
+    run = lambda sl: _bound(prob, {k: v[sl] for k, v in states.items()}, config, out, deadline)  # noqa: E731
+    return in_halves(run, D, _merge_bounded, "ReLU-split domains")
+
+
+def _merge_bounded(parts):
+    """Results of :func:`_bound` on consecutive parts of a batch, as one result."""
+    scores, choices, cexs, params = zip(*parts)
+    cex = next((c for c in cexs if c is not None), None)
+    sizes = [sc.shape[0] for sc in scores]
+    return torch.cat(scores), torch.cat(choices), cex, tuple(_cat_params([p[i] for p in params], sizes)
+                                                             for i in (0, 1))
+
+
+def _cat_params(dicts: list[dict], sizes: list[int]) -> dict:
+    """Concatenate per-domain multipliers ``(D_i, R, *shape)``; a part without a key gets zeros
+    (a zero β is no multiplier)."""
+    out = {}
+    for k in {k for d in dicts for k in d}:
+        like = next(d[k] for d in dicts if k in d)
+        out[k] = torch.cat([d[k].detach() if k in d else torch.zeros(n, *like.shape[1:], dtype=like.dtype,
+                                                                       device=like.device)
+                            for d, n in zip(dicts, sizes)])
+    return out
 
 
 def _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, rows) -> torch.Tensor:

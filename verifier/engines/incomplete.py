@@ -10,6 +10,7 @@ import torch
 from verifier.bounds.crown import DeadlineReached, alpha_spec_bounds, interval_spec_bounds, intermediate_bounds, spec_bounds
 from verifier.bounds.linear import Region
 from verifier.config import BoundsConfig
+from verifier.engines.memory import free_memory, is_out_of_memory
 from verifier.ir.graph import Graph
 from verifier.spec.property import Case
 
@@ -24,6 +25,7 @@ class CaseBounds:
     row_lower: list[np.ndarray]   # per disjunct: (m_k,) lower bounds of C_k y - d_k
     excluded: list[bool]          # per disjunct: some row's lower bound > margin
     multipliers: dict | None = None  # α-CROWN slopes that give these bounds
+    note: str = ""                # why escalation stopped early (e.g. out of memory in the next stage)
 
     @property
     def proven(self) -> bool:
@@ -75,23 +77,39 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
     for stage in stages[1:]:
         if out[-1].proven or time.monotonic() >= deadline:
             break
-        if stage == "crown":
-            try:
-                with torch.no_grad():
-                    bounds = intermediate_bounds(graph, region, config, deadline=deadline)
-                    best = torch.maximum(best, spec_bounds(graph, C, bounds, region))
-            except DeadlineReached:
-                break
-        else:
-            done = lambda lb: _judge(stage, lb, d, sizes, margin).proven  # noqa: E731
-            params: dict = {}
-            best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, done=done, params_out=params)
-            judged = _judge(stage, best, d, sizes, margin)
-            judged.multipliers = {"alpha": {k: v[0].double().cpu().numpy() for k, v in params.items()}}
-            out.append(judged)
-            continue
-        out.append(_judge(stage, best, d, sizes, margin))
+        try:
+            bounds, best, done = _stage(graph, case, stage, region, C, d, sizes, bounds, best, config, margin,
+                                        deadline, out)
+        except Exception as e:  # out of memory: keep what the cheaper stages found, say why
+            if not is_out_of_memory(e):
+                raise
+            free_memory()
+            out[-1].note = f"out of memory in {stage}; kept the {out[-1].method} bounds"
+            break
+        if done:
+            break
     return out
+
+
+def _stage(graph, case, stage, region, C, d, sizes, bounds, best, config, margin, deadline, out):
+    """Run one CROWN or α-CROWN stage, appending its judgement to ``out``; returns the new
+    intermediate bounds, the best row bounds and whether to stop (deadline inside CROWN)."""
+    if stage == "crown":
+        try:
+            with torch.no_grad():
+                bounds = intermediate_bounds(graph, region, config, deadline=deadline)
+                best = torch.maximum(best, spec_bounds(graph, C, bounds, region))
+        except DeadlineReached:
+            return bounds, best, True
+        out.append(_judge(stage, best, d, sizes, margin))
+        return bounds, best, False
+    done = lambda lb: _judge(stage, lb, d, sizes, margin).proven  # noqa: E731
+    params: dict = {}
+    best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, done=done, params_out=params)
+    judged = _judge(stage, best, d, sizes, margin)
+    judged.multipliers = {"alpha": {k: v[0].double().cpu().numpy() for k, v in params.items()}}
+    out.append(judged)
+    return bounds, best, False
 
 
 def _judge(method: str, lower: torch.Tensor, d: np.ndarray, sizes: list[int], margin: float) -> CaseBounds:

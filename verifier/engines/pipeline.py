@@ -119,7 +119,8 @@ def _bound_cases(graph, prop, config, deadline, trail, progress):
         stages: list[CaseBounds] = bound_case(graph, case, config.bounds.method, config.bounds,
                                               config.proof_margin, deadline)
         for st in stages:
-            trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst()})
+            note = {"note": st.note} if st.note else {}
+            trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst(), **note})
         if stages[-1].proven:
             leaves.append(Leaf(i, stages[-1].method, stages[-1].worst(), multipliers=stages[-1].multipliers))
         else:

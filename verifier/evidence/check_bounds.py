@@ -4,6 +4,8 @@ A deliberately small code path, separate from ``verifier/bounds`` and the engine
 the graph IR and each op's own ``forward``/``interval``/``relax``/``backward``/``abs_linear``
 (which :func:`SoundBounds.self_test` probes first) and nothing else. All values are float64
 tensors with a leading batch axis ``(B, *shape)``; coefficient tensors are ``(B, R, *shape)``.
+The rounding primitives (``U``, ``γ_k``, outward rounding, :class:`InputSet`) live in
+:mod:`verifier.evidence.check_primitives`, the op probes in :mod:`verifier.evidence.check_selftest`.
 
 Rounding. Every computed bound carries an explicit error budget and is moved outward by it,
 so float64 rounding cannot produce a false proof:
@@ -34,77 +36,22 @@ Div (interval). Anything else raises :class:`NotCheckable`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from verifier.evidence.check_primitives import (SAFETY, TINY, U, Box, InputSet, NotCheckable, gamma, magnitude,
+                                                numel, round_down, round_up, rowdot)
+from verifier.evidence.check_selftest import op_self_test
 from verifier.ir.graph import Graph
 from verifier.ops.base import Activation, Affine
 from verifier.ops.nonlinear import maxpool_crown_step, maxpool_has_crown_step
 
-U = 2.0 ** -53
-TINY = 1e-300
-SAFETY = 1.0 + 1e-6           # covers the rounding of the error budget itself
 PIECEWISE_KINKS = {"Relu": "zero", "LeakyRelu": "zero", "Clip": "clip"}
 SMOOTH = ("Sigmoid", "Tanh", "Exp")
 INTERVAL_REL = {"Relu": 0.0, "LeakyRelu": 2 * U, "Clip": 0.0, "MaxPool": 0.0, "Mul": 4 * U, "Div": 16 * U,
                 "Sigmoid": 1e-12, "Tanh": 1e-12, "Exp": 1e-12}
 LINE_REL = {"Relu": 16 * U, "LeakyRelu": 16 * U, "Clip": 16 * U, "Sigmoid": 1e-12, "Tanh": 1e-12, "Exp": 1e-12}
 ELEMENT_BUDGET = 1 << 24      # elements of one coefficient tensor (memory cap)
-
-Box = tuple[torch.Tensor, torch.Tensor]
-
-
-class NotCheckable(ValueError):
-    """The graph holds an op this checker cannot bound soundly."""
-
-
-def gamma(k: int) -> float:
-    """``γ_k``: relative error bound of a ``k``-term floating-point sum of products."""
-    return k * U / (1.0 - k * U)
-
-
-@dataclass(frozen=True)
-class InputSet:
-    """A batch of input boxes ``(B, *input_full_shape)``, optionally ∩ an L2 ball
-    (``center`` ``(B, n)``, ``radius`` float)."""
-
-    lower: torch.Tensor
-    upper: torch.Tensor
-    center: torch.Tensor | None = None
-    radius: float | None = None
-
-
-def round_down(x: torch.Tensor) -> torch.Tensor:
-    """One ulp towards -inf (covers one round-to-nearest operation that produced ``x``)."""
-    return torch.nextafter(x, torch.full_like(x, -math.inf))
-
-
-def _up(x: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(x, torch.full_like(x, math.inf))
-
-
-def _mag(box: Box) -> torch.Tensor:
-    """``max(|lo|, |hi|)`` elementwise."""
-    return torch.maximum(box[0].abs(), box[1].abs())
-
-
-def _rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``Σ A·v`` over the value axes: ``A`` ``(B, R, *s)``, ``v`` ``(B|1, *s)`` or ``(B, R|1, *s)``
-    → ``(B, R)``; ``0·inf`` counts as 0."""
-    if v.dim() == A.dim() - 1:
-        v = v.unsqueeze(1)
-    B, R = A.shape[:2]
-    if not bool(torch.isfinite(v).all()):
-        prod = A * v
-        return torch.where(A == 0, torch.zeros_like(prod), prod).flatten(2).sum(-1)
-    if v.shape[1] == 1:  # one vector for all rows: a batched matrix-vector product
-        return torch.bmm(A.reshape(B, R, -1), v.expand(B, *v.shape[1:]).reshape(B, -1, 1)).squeeze(-1)
-    return (A * v).flatten(2).sum(-1)
-
-
-def _numel(shape) -> int:
-    return int(math.prod(shape)) if shape else 1
 
 
 class SoundBounds:
@@ -129,7 +76,7 @@ class SoundBounds:
                 self.offsets[n.name] = op.offset(torch.float64, torch.device("cpu"), shapes).abs()
 
     def _longest_sum(self, node) -> int:
-        sizes = [_numel(self.g.shape_of(i)) for i in node.inputs] + [_numel(node.out_shape)]
+        sizes = [numel(self.g.shape_of(i)) for i in node.inputs] + [numel(node.out_shape)]
         for p in node.params.values():
             sizes.append(max(p.shape) if p.dim() == 2 else p.numel())
         return max(sizes) + 4
@@ -163,44 +110,9 @@ class SoundBounds:
     def self_test(self, seed: int = 0) -> list[str]:
         """Names of affine nodes whose ``backward`` is not the transpose of their ``linear``
         map, whose ``abs_linear`` does not dominate it, or whose bias term is wrong, and of
-        max-pooling nodes whose lines fail at sampled points (random probes)."""
-        gen = torch.Generator().manual_seed(seed)
-        failed = []
-        for node in self.g.nodes:
-            op = self.g.ops[node.name]
-            if not isinstance(op, Affine):
-                continue
-            shapes = [self.g.shape_of(i) for i in node.inputs]
-            hs = [torch.randn(1, *s, generator=gen, dtype=torch.float64) for s in shapes]
-            A = torch.randn(1, 2, *node.out_shape, generator=gen, dtype=torch.float64)
-            A_ins, bias = op.backward(A, shapes)
-            lhs = _rowdot(A, op.linear(*hs))
-            rhs = sum(_rowdot(a, h) for a, h in zip(A_ins, hs))
-            scale = _rowdot(A.abs(), op.abs_linear(*[h.abs() for h in hs])) + 1.0
-            off = op.offset(torch.float64, torch.device("cpu"), shapes)
-            ok = bool(((lhs - rhs).abs() <= 1e-9 * scale).all())
-            ok &= bool(((bias - _rowdot(A, off)).abs() <= 1e-9 * (_rowdot(A.abs(), off.abs()) + 1.0)).all())
-            signed = [h.abs() * torch.sign(torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in hs]
-            dom = op.abs_linear(*[h.abs() for h in hs]) * (1 + 1e-9) + 1e-12 - op.linear(*signed).abs()
-            if not (ok and bool((dom >= 0).all())):
-                failed.append(node.name)
-        for node in self.g.nodes:
-            if node.op == "MaxPool" and maxpool_has_crown_step(self.g.ops[node.name]) and \
-                    not self._maxpool_probe(node, gen):
-                failed.append(node.name)
-        return failed
-
-    def _maxpool_probe(self, node, gen) -> bool:
-        """Sampled points of a random box stay above the pooling lines: ``A·y >= A_in·x + c``."""
-        op, shape = self.g.ops[node.name], self.g.shape_of(node.inputs[0])
-        lo = torch.randn(1, *shape, generator=gen, dtype=torch.float64)
-        hi = lo + torch.rand(1, *shape, generator=gen, dtype=torch.float64) * torch.rand(1, generator=gen).item()
-        A = torch.randn(1, 2, *node.out_shape, generator=gen, dtype=torch.float64)
-        A_in, c = maxpool_crown_step(op, A, lo, hi)
-        x = lo + torch.rand(32, *shape, generator=gen, dtype=torch.float64) * (hi - lo)
-        lhs = torch.einsum("rn,bn->br", A[0].flatten(1), op.forward(x).flatten(1))
-        rhs = torch.einsum("rn,bn->br", A_in[0].flatten(1), x.flatten(1)) + c
-        return bool((lhs >= rhs - 1e-9 * (1 + lhs.abs())).all())
+        max-pooling nodes whose lines fail at sampled points (random probes,
+        :func:`~verifier.evidence.check_selftest.op_self_test`)."""
+        return op_self_test(self.g, seed)
 
     # ---- interval bounds --------------------------------------------------------------------
     def _affine_interval(self, node, op: Affine, boxes: list[Box]) -> Box:
@@ -213,7 +125,7 @@ class SoundBounds:
             mags.append(c.abs() + r)
         fc, rr = op.forward(*centers), op.abs_linear(*radii)
         w = (self.gamma + 2 * U) * SAFETY * (op.abs_linear(*mags) + self.offsets[node.name]) + TINY
-        lo, hi = round_down(fc - rr - w), _up(fc + rr + w)
+        lo, hi = round_down(fc - rr - w), round_up(fc + rr + w)
         return torch.nan_to_num(lo, nan=-math.inf), torch.nan_to_num(hi, nan=math.inf)
 
     def _node_interval(self, node, bounds: dict[str, Box]) -> Box:
@@ -223,7 +135,7 @@ class SoundBounds:
             return self._affine_interval(node, op, boxes)
         lo, hi = op.interval(*boxes)
         rel = INTERVAL_REL[node.op]
-        return round_down(lo - rel * lo.abs() - TINY), _up(hi + rel * hi.abs() + TINY)
+        return round_down(lo - rel * lo.abs() - TINY), round_up(hi + rel * hi.abs() + TINY)
 
     def interval(self, inputs: InputSet) -> dict[str, Box]:
         """Interval bounds of every value: name → ``(lo, hi)`` ``(B, *shape)``."""
@@ -286,8 +198,8 @@ class SoundBounds:
         lo, hi = bounds[self.g.output_name]
         B = lo.shape[0]
         box = (lo.reshape(B, -1), hi.reshape(B, -1))
-        val = _rowdot(C.clamp(min=0), box[0]) + _rowdot(C.clamp(max=0), box[1])
-        err = self.gamma * SAFETY * _rowdot(C.abs(), _mag(box)) + TINY
+        val = rowdot(C.clamp(min=0), box[0]) + rowdot(C.clamp(max=0), box[1])
+        err = self.gamma * SAFETY * rowdot(C.abs(), magnitude(box)) + TINY
         return round_down(val - err - 2 * U * val.abs())
 
     def backward(self, start: str, A0: torch.Tensor, bounds: dict[str, Box], inputs: InputSet,
@@ -300,7 +212,7 @@ class SoundBounds:
             A = pending.pop(node.name, None)
             if extra and node.name in extra:
                 if A is not None:
-                    mags = mags + _rowdot(A.abs() + extra[node.name].abs(), _mag(bounds[node.name]))
+                    mags = mags + rowdot(A.abs() + extra[node.name].abs(), magnitude(bounds[node.name]))
                 A = extra[node.name] if A is None else A + extra[node.name]
             if A is None:
                 continue
@@ -340,13 +252,13 @@ class SoundBounds:
             return A.new_zeros(A.shape[:2])
         old = pending[name]
         pending[name] = old + A
-        return _rowdot(old.abs() + A.abs(), _mag(bounds[name]))
+        return rowdot(old.abs() + A.abs(), magnitude(bounds[name]))
 
     def _affine_step(self, node, op: Affine, A, bounds, pending):
         shapes = [self.g.shape_of(i) for i in node.inputs]
         A_ins, bias = op.backward(A, shapes)
-        reach = op.abs_linear(*[_mag(bounds[i]) for i in node.inputs]) + self.offsets[node.name]
-        mag = _rowdot(A.abs(), reach)
+        reach = op.abs_linear(*[magnitude(bounds[i]) for i in node.inputs]) + self.offsets[node.name]
+        mag = rowdot(A.abs(), reach)
         for name, A_in in zip(node.inputs, A_ins):
             mag = mag + self._accumulate(pending, name, A_in, bounds)
         return bias, mag
@@ -357,9 +269,9 @@ class SoundBounds:
         lw, lb, uw, ub = self.safe_lines(node.op, op, lo, hi, alpha)
         A_neg = A.clamp(max=0)
         A_in = A * lw + A_neg * (uw - lw)
-        c = _rowdot(A_neg, ub - lb) + _rowdot(A, lb)
+        c = rowdot(A_neg, ub - lb) + rowdot(A, lb)
         M = torch.maximum(lo.abs(), hi.abs())
-        mag = _rowdot(A.abs(), (2 * lw.abs() + uw.abs()) * M + ub.abs() + 2 * lb.abs())
+        mag = rowdot(A.abs(), (2 * lw.abs() + uw.abs()) * M + ub.abs() + 2 * lb.abs())
         mag = mag + self._accumulate(pending, node.inputs[0], A_in, bounds)
         return c, mag
 
@@ -368,7 +280,7 @@ class SoundBounds:
         by the bounds): exact 0/1 coefficients, so only the sums are charged."""
         lo, hi = bounds[node.inputs[0]]
         A_in, c = maxpool_crown_step(op, A, lo, hi)
-        mag = _rowdot(A.abs(), op.forward(_mag((lo, hi))) + op.forward(hi).abs())
+        mag = rowdot(A.abs(), op.forward(magnitude((lo, hi))) + op.forward(hi).abs())
         return c, mag + self._accumulate(pending, node.inputs[0], A_in, bounds)
 
     def safe_lines(self, kind: str, op: Activation, lo, hi, alpha):
@@ -397,7 +309,7 @@ class SoundBounds:
 
     def _cut(self, A, box: Box):
         """Minimum of ``A·v`` over ``v``'s box, and its magnitude."""
-        return _rowdot(A.clamp(min=0), box[0]) + _rowdot(A.clamp(max=0), box[1]), _rowdot(A.abs(), _mag(box))
+        return rowdot(A.clamp(min=0), box[0]) + rowdot(A.clamp(max=0), box[1]), rowdot(A.abs(), magnitude(box))
 
     def _concretize(self, A_x, inputs: InputSet):
         """Minimum of ``A_x·x`` over the input set (box, and ball when given) and its magnitude;
