@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Callable
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -37,12 +38,22 @@ def _config(args, timeout: float):
     return dataclasses.replace(cfg)
 
 
+def add_command(sub, name: str, handler: Callable[[argparse.Namespace], int], summary: str, description: str,
+                arguments: list[tuple[str, str]], **parser_options) -> argparse.ArgumentParser:
+    """Add the sub-command ``name`` run by ``handler``: ``summary`` in the command list,
+    ``description`` in its help, plain string ``arguments`` as ``(name or --flag, help)`` pairs.
+    Returns its parser for the arguments that need more than a help text."""
+    p = sub.add_parser(name, help=summary, description=description, **parser_options)
+    for argument, text in arguments:
+        p.add_argument(argument, help=text)
+    p.set_defaults(func=handler)
+    return p
+
+
 def register_verify(sub) -> None:
-    p = sub.add_parser("verify", help="decide a VNN-LIB property on an ONNX model",
-                       description="Decide a property: prints sat (counterexample, confirmed by "
-                       "onnxruntime), unsat (proven), unknown or timeout.")
-    p.add_argument("model", help="ONNX model file")
-    p.add_argument("spec", help="VNN-LIB property file")
+    p = add_command(sub, "verify", run_verify, "decide a VNN-LIB property on an ONNX model",
+                    "Decide a property: prints sat (counterexample, confirmed by onnxruntime), unsat (proven), "
+                    "unknown or timeout.", [("model", "ONNX model file"), ("spec", "VNN-LIB property file")])
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--result-file", help="write the VNN-COMP result file (witness after sat)")
     p.add_argument("--report", metavar="FILE", help="write a JSON safety report (+ FILE's .npz sidecar); "
@@ -56,7 +67,6 @@ def register_verify(sub) -> None:
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
     add_milp_after(p)
     _add_common(p)
-    p.set_defaults(func=run_verify)
 
 
 def add_milp_after(p) -> None:

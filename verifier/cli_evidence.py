@@ -20,15 +20,17 @@ be read, 5 internal error.
 
 def register_check(sub) -> None:
     """Add ``check``."""
-    p = sub.add_parser("check", help="independently check a safety report (JSON + sidecar)",
-                       description=CHECK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("report", help="report JSON file")
-    p.add_argument("--model", help="model file to use instead of the one the report names (hash still checked)")
-    p.add_argument("--property", help="property file to use instead of the one the report names")
-    p.add_argument("--json", help="also write the check results as JSON to this file")
+    from verifier.cli_commands import add_command
+
+    p = add_command(sub, "check", run_check, "independently check a safety report (JSON + sidecar)",
+                    CHECK_DESCRIPTION, [
+                        ("report", "report JSON file"),
+                        ("--model", "model file to use instead of the one the report names (hash still checked)"),
+                        ("--property", "property file to use instead of the one the report names"),
+                        ("--json", "also write the check results as JSON to this file")],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     p.add_argument("--quiet", action="store_true", help="print only failures and the summary")
-    p.set_defaults(func=run_check)
 
 
 def _structural(report: str, fn, *args):
@@ -67,13 +69,13 @@ def run_check(args) -> int:
 
 def register_report(sub) -> None:
     """Add ``report``."""
-    p = sub.add_parser("report", help="render a safety report as HTML and/or Markdown",
-                       description="Render a JSON safety report as a self-contained HTML page (plots "
-                       "embedded, no network) and/or Markdown for a reviewer.")
-    p.add_argument("report", help="report JSON file")
-    p.add_argument("--html", help="write the HTML page here")
-    p.add_argument("--md", help="write the Markdown text here")
-    p.set_defaults(func=run_report)
+    from verifier.cli_commands import add_command
+
+    add_command(sub, "report", run_report, "render a safety report as HTML and/or Markdown",
+                "Render a JSON safety report as a self-contained HTML page (plots embedded, no network) "
+                "and/or Markdown for a reviewer.",
+                [("report", "report JSON file"), ("--html", "write the HTML page here"),
+                 ("--md", "write the Markdown text here")])
 
 
 def run_report(args) -> int:

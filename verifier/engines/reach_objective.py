@@ -88,4 +88,3 @@ def _linear(text: str, spec: str, n: int) -> tuple[np.ndarray, float]:
             coeffs[int(var)] += value
         pos = m.end()
     return coeffs, const
-

@@ -72,4 +72,3 @@ def rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def numel(shape) -> int:
     """Number of elements of a tensor of ``shape`` (1 for a scalar)."""
     return int(math.prod(shape)) if shape else 1
-

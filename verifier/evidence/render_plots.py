@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from verifier.evidence.report import as_float
+from verifier.evidence.report_json import as_float
 
 
 def _figure(w: float = 6.0, h: float = 3.6):

@@ -6,15 +6,14 @@ arrays (leaf boxes, split lists, α/β multipliers, embedded properties) go to `
 to ``NAME.json``, whose SHA-256 the JSON records. ``SCHEMA.md`` in this folder documents
 every field. ``verifier check`` re-derives the claim from these files; ``verifier report``
 renders them for a reviewer.
+
+This module builds, writes and loads reports; the plain-value helpers (JSON conversion,
+hashes, time stamps) live in :mod:`verifier.evidence.report_json` and the question and
+evidence sections in :mod:`verifier.evidence.report_sections`, re-exported here.
 """
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import enum
-import hashlib
 import json
-import math
 import os
 import platform
 import sys
@@ -26,70 +25,12 @@ from typing import Any
 import numpy as np
 
 from verifier.errors import InputError
+from verifier.evidence.report_json import dumps, file_entry, iso_time, jsonable, sha256_file
+from verifier.evidence.report_json import as_float  # noqa: F401  (re-exported for the checker and the renderer)
+from verifier.evidence.report_sections import Arrays, counterexample_section, proof_section, property_entry
+from verifier.evidence.report_sections import embed_property, property_summary  # noqa: F401  (re-exported)
 
 SCHEMA = "verifier.evidence/1"
-Arrays = dict[str, np.ndarray]
-
-
-# ---- small helpers --------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as e:
-        raise InputError(f"cannot read file: {e.strerror or type(e).__name__}", path=str(path)) from None
-    return h.hexdigest()
-
-
-def file_entry(path: str | os.PathLike) -> dict[str, Any]:
-    """Path as given, absolute path, size and SHA-256 of a file."""
-    p = Path(path)
-    return {"path": str(path), "abspath": str(p.resolve()), "bytes": p.stat().st_size,
-            "sha256": sha256_file(p)}
-
-
-def iso_time(epoch: float | None) -> str | None:
-    """``epoch`` seconds as an ISO-8601 UTC time stamp."""
-    if epoch is None:
-        return None
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` as plain JSON values; non-finite floats become the strings ``"Infinity"``,
-    ``"-Infinity"`` and ``"NaN"`` (standard JSON has no such numbers)."""
-    if isinstance(obj, enum.Enum):
-        return jsonable(obj.value)
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy / torch
-        return jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        if math.isfinite(v):
-            return v
-        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-    if obj is None or isinstance(obj, str):
-        return obj
-    if dataclasses.is_dataclass(obj):
-        return jsonable(dataclasses.asdict(obj))
-    return str(obj)
-
-
-def as_float(v: Any) -> float:
-    """Inverse of :func:`jsonable` for one number."""
-    if isinstance(v, str):
-        return {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}.get(v, math.nan)
-    return float(v)
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:
@@ -105,122 +46,8 @@ def environment(device: str = "cpu") -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "device": str(device)}
 
 
-# ---- the question ---------------------------------------------------------------------------
-def property_summary(prop) -> dict[str, Any]:
-    """Counts of cases, disjuncts and rows, and the input box of each case (all ranges when the
-    input has at most 32 entries, else statistics of the widths)."""
-    cases = []
-    for case in prop.cases:
-        lo, hi = case.region.lower, case.region.upper
-        width = hi - lo
-        entry = {"disjuncts": len(case.unsafe), "rows": [int(c.C.shape[0]) for c in case.unsafe],
-                 "input_min": float(lo.min()), "input_max": float(hi.max()),
-                 "width_min": float(width.min()), "width_max": float(width.max()),
-                 "width_mean": float(width.mean()), "fixed_inputs": int((width == 0).sum()),
-                 "l2_radius": case.region.l2_radius}
-        if lo.size <= 32:
-            entry["ranges"] = [[float(a), float(b)] for a, b in zip(lo, hi)]
-        cases.append(entry)
-    return {"n_inputs": prop.n_inputs, "n_outputs": prop.n_outputs, "n_cases": len(prop.cases),
-            "cases": cases, "meta": jsonable(prop.meta)}
-
-
-def embed_property(prop, arrays: Arrays) -> dict[str, Any]:
-    """Store a property that has no file (a robustness query, say) in the sidecar."""
-    layout = []
-    for i, case in enumerate(prop.cases):
-        r = case.region
-        arrays[f"property.{i}.lower"], arrays[f"property.{i}.upper"] = r.lower, r.upper
-        if r.l2_center is not None:
-            arrays[f"property.{i}.l2_center"] = r.l2_center
-        for k, conj in enumerate(case.unsafe):
-            arrays[f"property.{i}.{k}.C"], arrays[f"property.{i}.{k}.d"] = conj.C, conj.d
-        layout.append({"disjuncts": len(case.unsafe), "l2_radius": r.l2_radius})
-    return {"kind": "embedded", "source": prop.source, "cases": layout,
-            "n_inputs": prop.n_inputs, "n_outputs": prop.n_outputs}
-
-
-def property_entry(prop, property_path, arrays: Arrays) -> dict[str, Any]:
-    """The property: its file (path, SHA-256) or, without one, embedded in the sidecar."""
-    entry = {"kind": "vnnlib", **file_entry(property_path)} if property_path else embed_property(prop, arrays)
-    entry["summary"] = property_summary(prop)
-    return entry
-
-
-# ---- the answer -----------------------------------------------------------------------------
-def counterexample_section(cex) -> dict[str, Any]:
-    """The confirmed counterexample: float32 input (shape and flat values), onnxruntime output."""
-    x = np.asarray(cex.x, dtype=np.float32)
-    return {"kind": "counterexample", "case": int(cex.case_index), "disjunct": int(cex.disjunct_index),
-            "margin": jsonable(cex.margin), "confirmed_by": cex.confirmed_by,
-            "input_shape": list(x.shape), "x": jsonable(x.reshape(-1).astype(np.float64)),
-            "y": jsonable(np.asarray(cex.y, dtype=np.float64).reshape(-1))}
-
-
-def _leaf_kind(leaf) -> str:
-    if leaf.splits:
-        return "split" if leaf.lower is None else "mixed"
-    return "box" if leaf.lower is not None else "region"
-
-
-def _signature(leaf) -> tuple:
-    mult = leaf.multipliers or {}
-    shapes = tuple((kind, name, tuple(np.shape(v))) for kind in ("alpha", "beta")
-                   for name, v in sorted((mult.get(kind) or {}).items()))
-    return leaf.case, leaf.method, _leaf_kind(leaf), shapes
-
-
-def proof_section(leaves: list, arrays: Arrays) -> dict[str, Any]:
-    """Leaves grouped by (case, method, kind, multiplier shapes); each group's arrays stacked in
-    the sidecar under the prefix ``g<i>.``."""
-    groups: dict[tuple, list] = {}
-    for leaf in leaves:
-        groups.setdefault(_signature(leaf), []).append(leaf)
-    out = []
-    for gi, (sig, members) in enumerate(groups.items()):
-        case, method, kind, _ = sig
-        p = f"g{gi}."
-        bounds = np.array([float(lf.bound) for lf in members], dtype=np.float64)
-        arrays[p + "bound"] = bounds
-        entry = {"case": int(case), "method": method, "kind": kind, "count": len(members), "prefix": p,
-                 "bound_min": jsonable(bounds.min()), "bound_max": jsonable(bounds.max())}
-        if kind in ("box", "mixed"):
-            arrays[p + "lower"] = np.stack([np.asarray(lf.lower, np.float64).reshape(-1) for lf in members])
-            arrays[p + "upper"] = np.stack([np.asarray(lf.upper, np.float64).reshape(-1) for lf in members])
-            if all(lf.path for lf in members):
-                depth = max(len(lf.path) for lf in members)
-                arrays[p + "path"] = np.array([list(lf.path) + [-1] * (depth - len(lf.path)) for lf in members],
-                                              dtype=np.int64)
-                entry["path"] = True
-        if kind in ("split", "mixed"):
-            entry["split_nodes"] = _store_splits(members, arrays, p)
-        for mk in ("alpha", "beta"):
-            names = sorted(((members[0].multipliers or {}).get(mk) or {}).keys())
-            entry[mk] = names
-            for j, name in enumerate(names):
-                arrays[f"{p}{mk}.{j}"] = np.stack([np.asarray(lf.multipliers[mk][name], np.float64)
-                                                   for lf in members])
-        out.append(entry)
-    worst = min((float(lf.bound) for lf in leaves), default=math.inf)
-    return {"kind": "proof", "n_leaves": len(leaves), "worst_leaf_bound": jsonable(worst), "groups": out}
-
-
-def _store_splits(members: list, arrays: Arrays, p: str) -> list[str]:
-    """Split lists as padded ``(L, S)`` arrays: node index (-1 pads), flat index, sign."""
-    names = sorted({s[0] for lf in members for s in lf.splits})
-    pos = {n: i for i, n in enumerate(names)}
-    width = max(len(lf.splits) for lf in members)
-    node = np.full((len(members), width), -1, dtype=np.int32)
-    index = np.zeros((len(members), width), dtype=np.int64)
-    sign = np.zeros((len(members), width), dtype=np.int8)
-    for r, lf in enumerate(members):
-        for c, (name, idx, s) in enumerate(lf.splits):
-            node[r, c], index[r, c], sign[r, c] = pos[name], int(idx), int(s)
-    arrays[p + "split_node"], arrays[p + "split_index"], arrays[p + "split_sign"] = node, index, sign
-    return names
-
-
 def _header(kind: str, model_path, graph, config, started, finished, device: str) -> dict[str, Any]:
+    """The fields every report starts with: schema, kind, environment, model, settings, times."""
     model = file_entry(model_path)
     if graph is not None:
         model["summary"] = jsonable(graph.summary())
@@ -336,17 +163,6 @@ def write_report(path: str | os.PathLike, report: dict, arrays: Arrays) -> Path:
         report["sidecar"] = {"path": side.name, "sha256": sha256_file(side), "arrays": len(arrays)}
     write_atomic(path, dumps(jsonable(report)) + "\n")
     return path
-
-
-def dumps(obj: Any, indent: str = "") -> str:
-    """JSON text, one key per line, lists of numbers or strings kept on one line."""
-    inner = indent + " "
-    if isinstance(obj, dict) and obj:
-        items = [f"{inner}{json.dumps(k)}: {dumps(v, inner)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
-    if isinstance(obj, list) and obj and any(isinstance(v, (dict, list)) for v in obj):
-        return "[\n" + ",\n".join(inner + dumps(v, inner) for v in obj) + "\n" + indent + "]"
-    return json.dumps(obj, allow_nan=False)
 
 
 def write_verify_report(path, result, model_path, property_path, config, graph, prop,
