@@ -57,6 +57,7 @@ class _Domains:
     split_dim: torch.Tensor
     inter: dict
     path: torch.Tensor                  # (D, P) int64: dims halved from the root, -1 padded
+    hint: torch.Tensor                  # (D,) smallest unsafe margin evaluated in the box (+inf: none)
     alphas: dict | None = None          # α slopes (D, R, *shape) of domains bounded by α-CROWN
     alpha_used: torch.Tensor | None = None  # (D,) which domains' scores come from those slopes
 
@@ -67,15 +68,16 @@ class _Domains:
         alphas = None if self.alphas is None else {k: v[idx] for k, v in self.alphas.items()}
         used = None if self.alpha_used is None else self.alpha_used[idx]
         return _Domains(self.lower[idx], self.upper[idx], self.score[idx], self.split_dim[idx],
-                        {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()}, self.path[idx], alphas,
-                        used)
+                        {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()}, self.path[idx],
+                        self.hint[idx], alphas, used)
 
     def extend(self, other: "_Domains") -> "_Domains":
         cat = torch.cat
         return _Domains(cat([self.lower, other.lower]), cat([self.upper, other.upper]),
                         cat([self.score, other.score]), cat([self.split_dim, other.split_dim]),
                         {n: (cat([lo, other.inter[n][0]]), cat([hi, other.inter[n][1]]))
-                         for n, (lo, hi) in self.inter.items()}, _cat_paths(self.path, other.path))
+                         for n, (lo, hi) in self.inter.items()}, _cat_paths(self.path, other.path),
+                        cat([self.hint, other.hint]))
 
 
 @dataclass
@@ -105,6 +107,7 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
     store = batch.select(torch.zeros(0, dtype=torch.long, device=graph.device))
     last = time.monotonic()
     handoff = MilpHandoff.plan(graph, config.bab.milp_after, last, deadline)
+    rounds = 0
     while cex is None:
         store = _file(s, store, batch)
         if not len(store) or time.monotonic() >= deadline:
@@ -116,7 +119,8 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
             store, cex = _to_milp(s, store, handoff, deadline)
             batch = store.select(torch.zeros(0, dtype=torch.long, device=graph.device))  # nothing new to file
             continue
-        order = torch.argsort(store.score)
+        rounds += 1  # odd rounds: weakest bound first (toward a proof); even: most promising for a
+        order = torch.argsort(store.score if rounds % 2 else store.hint)  # counterexample first
         width = graph.n_inputs if config.bab.input_branching == "strong" else 1
         k = max(1, config.bab.batch // (2 * width))
         parents, store = store.select(order[:k]), store.select(order[k:])
@@ -124,7 +128,8 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
         if time.monotonic() - last > 2.0:
             last = time.monotonic()
             progress(f"input split: {len(store) + len(batch)} open, {out.domains_bounded} bounded, "
-                     f"worst bound {float(store.score.min()) if len(store) else 0.0:.4g}")
+                     f"worst bound {float(store.score.min()) if len(store) else 0.0:.4g}, "
+                     f"closest evaluated margin {float(store.hint.min()) if len(store) else 0.0:.4g}")
     out.counterexample = cex
     if handoff.calls:
         out.notes.append(handoff.summary())
@@ -308,8 +313,10 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
     a = trace.A_x.reshape(B, lb.shape[1], -1)[torch.arange(B), s.rows.worst_row(lb)]
     dims = (a.abs() * (hi - lo)).argmax(dim=1)
     inter = {n: bounds[n] for n in nonlinear_inputs(g)}
-    cex = _probe(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin)
-    return _Domains(lo, hi, score, dims, inter, path, alphas, used), cex
+    hint: dict = {}
+    cex = _probe(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin, hint)
+    hints = hint.get("hint", torch.full_like(score, torch.inf))
+    return _Domains(lo, hi, score, dims, inter, path, hints, alphas, used), cex
 
 
 PGD_BOXES = 16  # most promising open boxes searched by a short PGD run per batch
@@ -334,9 +341,11 @@ def _alpha_scores(s: _Search, bounds: dict, region: Region, idx: torch.Tensor):
     return s.rows.worst(lb), params
 
 
-def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin):
-    """Evaluate each open box's centre and the vertex minimising the linear bound, then run a
-    short PGD inside the most promising boxes from their vertices."""
+def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin, hint_out: dict | None = None):
+    """Evaluate each open box's centre, the vertex minimising the linear bound and a few uniform
+    samples, then run a short PGD inside the most promising boxes from their best point so far
+    (each box searched from where it came closest). ``hint_out['hint']`` gets the
+    smallest margin evaluated per box ``(D,)`` (+inf for closed boxes)."""
     open_ = score <= margin
     if not bool(open_.any()):
         return None
@@ -348,9 +357,14 @@ def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin):
     with torch.no_grad():
         m = unsafe.margins(graph.forward_flat(cand))
     n_open = vertex.shape[0]
-    concrete = m.reshape(PROBE_SAMPLES + 2, n_open).amin(dim=0)  # best evaluated margin per box
+    concrete, which = m.reshape(PROBE_SAMPLES + 2, n_open).min(dim=0)  # best evaluated margin per box
+    start = cand.reshape(PROBE_SAMPLES + 2, n_open, -1)[which, torch.arange(n_open, device=which.device)]
     top = torch.argsort(concrete)[:PGD_BOXES]
-    x, mp = _pgd(graph, unsafe, case.region, vertex[top], lo[top], hi[top], PROBE_ATTACK, time.monotonic() + 1.0)
+    x, mp = _pgd(graph, unsafe, case.region, start[top], lo[top], hi[top], PROBE_ATTACK, time.monotonic() + 1.0)
+    if hint_out is not None:
+        best = concrete.clone()
+        best[top] = torch.minimum(best[top], mp.to(best.dtype))
+        hint_out["hint"] = torch.full_like(score, torch.inf).masked_scatter(open_, best.to(score.dtype))
     cand, m = torch.cat([cand, x]), torch.cat([m, mp])
     bad = torch.nonzero(m <= 1e-6).flatten()[:8]
     if bad.numel() == 0:
