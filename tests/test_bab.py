@@ -183,3 +183,35 @@ def test_relu_split_halves_keep_the_verdict(monkeypatch):
     assert result.verdict == "unsat", result.reason
     big = sizes.index(max(sizes))
     assert max(sizes) > 1 and sizes[big + 1] == max(sizes) // 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_row_combination_bound_is_below_every_sampled_maximum(make_onnx, seed):
+    """The bound from a convex combination of the rows' CROWN lines never exceeds
+    ``max_i (C y - d)_i`` at any sampled point of the box (the quantity it bounds)."""
+    from verifier.bounds.crown import intermediate_bounds, spec_bounds
+    from verifier.bounds.linear import Region, Trace
+    from verifier.config import BoundsConfig
+    from verifier.engines.row_combination import combined_bounds, project_simplex
+
+    model = verifier.load_model(_random_relu_net(make_onnx, 10 + seed)).to(dtype=torch.float64)
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(-0.5, 0.5, size=(2, 3))
+    lo, hi = torch.as_tensor(centre - 0.4), torch.as_tensor(centre + 0.4)  # two boxes
+    C = torch.as_tensor(rng.normal(size=(2, 3, 2)))
+    d = torch.as_tensor(rng.normal(size=3) * 0.1)
+    region = Region(lo, hi)
+    trace = Trace()
+    with torch.no_grad():
+        lb = spec_bounds(model, C, intermediate_bounds(model, region, BoundsConfig()), region, trace=trace)
+    best, lam = combined_bounds(trace.A_x.reshape(2, 3, -1), lb - d, lo, hi, torch.zeros(3, dtype=torch.long), 1)
+    assert torch.allclose(lam.sum(1), torch.ones(2, dtype=lam.dtype)) and bool((lam >= 0).all())
+    for b in range(2):
+        x = lo[b] + torch.rand(20000, 3, dtype=torch.float64) * (hi[b] - lo[b])
+        y = model.forward_flat(x)
+        worst_max = float(((y @ C[b].T) - d).amax(dim=1).min())
+        assert float(best[b, 0]) <= worst_max + 1e-9
+    v = torch.as_tensor(rng.normal(size=(5, 4)))
+    p = project_simplex(v)
+    assert bool((p >= 0).all()) and torch.allclose(p.sum(1), torch.ones(5, dtype=p.dtype))
+    assert torch.allclose(project_simplex(p), p)

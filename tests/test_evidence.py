@@ -105,6 +105,9 @@ def reports(tmp_path_factory) -> dict:
         "acas_mixed": lambda: make_report(folder, "acas_mixed",
                                           benchmark_path("acasxu", "onnx", "ACASXU_run2a_3_7_batch_2000.onnx"),
                                           benchmark_path("acasxu", "vnnlib", "prop_1.vnnlib")),
+        "acas_combined": lambda: make_report(folder, "acas_combined",
+                                             benchmark_path("acasxu", "onnx", "ACASXU_run2a_1_1_batch_2000.onnx"),
+                                             benchmark_path("acasxu", "vnnlib", "prop_3.vnnlib")),
         "mnist": lambda: make_report(folder, "mnist", benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"),
                                      benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), timeout=120),
     }
@@ -120,9 +123,10 @@ def reports(tmp_path_factory) -> dict:
 
 EXPECTED = {"mlp_sat": "sat", "mlp_unsat": "unsat", "cnn_sat": "sat", "cnn_alpha": "unsat", "test_sat": "sat",
             "test_unsat": "unsat", "acas": "unsat", "acas_deep": "unsat", "acas_mixed": "unsat",
+            "acas_combined": "unsat",
             "mnist": "unsat"}
 LEAF_KIND = {"mlp_unsat": "region", "cnn_alpha": "region", "test_unsat": "region", "acas": "box", "acas_deep": "box",
-             "acas_mixed": "box", "mnist": "split"}
+             "acas_mixed": "box", "acas_combined": "box", "mnist": "split"}
 
 
 # ---- honest reports pass --------------------------------------------------------------------
@@ -157,6 +161,38 @@ def test_box_leaves_closed_by_crown_and_by_alpha_check_together(reports):
     methods = {g["method"] for g in report["evidence"]["groups"]}
     assert methods == {"bab-input/crown", "bab-input/alpha-crown"}
     assert failed(reports["acas_mixed"]) == []
+
+
+def _combined_group(path: Path) -> dict:
+    report = load_report(path)
+    return next(g for g in report["evidence"]["groups"] if g["method"] == "bab-input/crown-combined")
+
+
+def test_boxes_closed_by_a_combination_of_rows_pass_check(reports):
+    """Boxes where no single row of the conjunction is positive, closed by a weighted sum of
+    the rows' linear bounds, are re-bounded by the checker with the recorded weights."""
+    group = _combined_group(reports["acas_combined"])
+    assert group["lambda"] == ["rows"] and group["count"] > 0
+    with np.load(sidecar_path(reports["acas_combined"])) as z:
+        lam = z[group["prefix"] + "lambda.0"]
+    assert np.all(lam >= 0) and np.allclose(lam.sum(1), 1.0)
+    assert failed(reports["acas_combined"]) == []
+
+
+def test_row_weights_negative_or_moved_fail(reports, tmp_path):
+    group = _combined_group(reports["acas_combined"])
+    key = group["prefix"] + "lambda.0"
+    negative = copy_report(reports["acas_combined"], tmp_path / "neg")
+    edit_sidecar(negative, lambda a: a.__setitem__(key, -a[key]))
+    assert any("well formed" in n for n in failed(negative))
+    one_row = copy_report(reports["acas_combined"], tmp_path / "one")
+
+    def to_first_row(a):  # all weight on one row: that row alone does not close these boxes
+        lam = np.zeros_like(a[key])
+        lam[:, 0] = 1.0
+        a[key] = lam
+    edit_sidecar(one_row, to_first_row)
+    assert any("re-bounded above the margin" in n for n in failed(one_row))
 
 
 # ---- tampering fails ------------------------------------------------------------------------

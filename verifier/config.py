@@ -42,7 +42,7 @@ class BabConfig:
     relu_iterations: int = 20    # α/β optimisation steps per batch of ReLU-split domains
     input_alpha_iterations: int = 10  # α-CROWN steps on the open domains of each input-split batch
     input_branching: str = "strong"  # input split: "strong" (try every dimension) or "smear"
-    milp_after: float = 0.25     # input split: share of the time after which open boxes also go to
+    milp_after: float = 0.5      # input split: share of the time after which open boxes also go to
                                  # the exact MILP (small piecewise-linear nets); >= 1 turns it off
 
 

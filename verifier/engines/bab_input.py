@@ -22,6 +22,7 @@ from verifier.engines.attack import _pgd
 from verifier.engines.bab_milp import MILP_MAX_UNSTABLE, MilpHandoff, solve_box
 from verifier.engines.confirm import UnsafeSet, confirm
 from verifier.engines.memory import in_halves
+from verifier.engines.row_combination import combined_bounds
 from verifier.engines.rows import RowSpec
 from verifier.ir.graph import Graph
 from verifier.result import Counterexample, Leaf
@@ -58,6 +59,7 @@ class _Domains:
     inter: dict
     path: torch.Tensor                  # (D, P) int64: dims halved from the root, -1 padded
     hint: torch.Tensor                  # (D,) smallest unsafe margin evaluated in the box (+inf: none)
+    lambdas: torch.Tensor | None = None  # (D, R) row weights whose combination gives the score (0: unused)
     alphas: dict | None = None          # α slopes (D, R, *shape) of domains bounded by α-CROWN
     alpha_used: torch.Tensor | None = None  # (D,) which domains' scores come from those slopes
 
@@ -67,9 +69,10 @@ class _Domains:
     def select(self, idx: torch.Tensor) -> "_Domains":
         alphas = None if self.alphas is None else {k: v[idx] for k, v in self.alphas.items()}
         used = None if self.alpha_used is None else self.alpha_used[idx]
+        lams = None if self.lambdas is None else self.lambdas[idx]
         return _Domains(self.lower[idx], self.upper[idx], self.score[idx], self.split_dim[idx],
                         {n: (lo[idx], hi[idx]) for n, (lo, hi) in self.inter.items()}, self.path[idx],
-                        self.hint[idx], alphas, used)
+                        self.hint[idx], lams, alphas, used)
 
     def extend(self, other: "_Domains") -> "_Domains":
         cat = torch.cat
@@ -214,6 +217,8 @@ def _merge_split(parts):
 def _join_bounded(a: _Domains, b: _Domains) -> _Domains:
     """Two freshly bounded batches as one, keeping the α slopes of either (zeros elsewhere)."""
     out = a.extend(b)
+    if a.lambdas is not None and b.lambdas is not None:
+        out.lambdas = torch.cat([a.lambdas, b.lambdas])
     if a.alphas is None and b.alphas is None:
         return out
     like = a.alphas if a.alphas is not None else b.alphas
@@ -270,12 +275,31 @@ def _file(s: _Search, store: _Domains, batch: _Domains) -> _Domains:
     for i in torch.nonzero(closed).flatten().tolist():
         lo, hi = batch.lower[i].double().cpu().numpy(), batch.upper[i].double().cpu().numpy()
         b, path = float(batch.score[i]), _path_of(batch.path[i])
+        lam = None if batch.lambdas is None else batch.lambdas[i]
         if batch.alpha_used is not None and bool(batch.alpha_used[i]):
             mult = {"alpha": {k: v[i].double().cpu().numpy() for k, v in batch.alphas.items()}}
             s.out.leaves.append(Leaf(s.case_index, "bab-input/alpha-crown", b, lo, hi, multipliers=mult, path=path))
+        elif lam is not None and bool((lam > 0).any()):
+            mult = {"lambda": {"rows": lam.double().cpu().numpy()}}
+            s.out.leaves.append(Leaf(s.case_index, "bab-input/crown-combined", b, lo, hi, multipliers=mult,
+                                     path=path))
         else:
             s.out.leaves.append(Leaf(s.case_index, "bab-input/crown", b, lo, hi, path=path))
     return store.extend(batch.select(torch.nonzero(~closed).flatten()))
+
+
+def _crown_scores(s: _Search, lb: torch.Tensor, trace: Trace, lo: torch.Tensor, hi: torch.Tensor):
+    """Scores ``(B,)`` from one CROWN pass's row bounds ``lb`` ``(B, R)``, each disjunct also
+    bounded by the best convex combination of its rows, and the weights ``(B, R)`` where that
+    combination beats the rows alone (zeros elsewhere)."""
+    plain = s.rows.worst(lb)
+    if not bool((torch.bincount(s.rows.group, minlength=s.rows.K) > 1).any()):
+        return plain, torch.zeros_like(lb)
+    B = lb.shape[0]
+    combined, lam = combined_bounds(trace.A_x.reshape(B, lb.shape[1], -1), lb - s.rows.d, lo, hi,
+                                    s.rows.group, s.rows.K)
+    score = s.rows.worst_combined(lb, combined)
+    return score, torch.where((score > plain).unsqueeze(1), lam, torch.zeros_like(lam))
 
 
 def _path_of(row: torch.Tensor) -> tuple[int, ...]:
@@ -297,7 +321,7 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
         else:
             bounds = intermediate_bounds(g, region, cfg.bounds, fixed=parent_inter)
         lb = spec_bounds(g, s.rows.batch_C(B), bounds, region, trace=trace)
-    score = s.rows.worst(lb)
+    score, lambdas = _crown_scores(s, lb, trace, lo, hi)
     open_ = torch.nonzero(score <= cfg.proof_margin).flatten()
     alphas, used = None, None
     if cfg.bab.input_alpha_iterations and open_.numel():
@@ -316,7 +340,9 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
     hint: dict = {}
     cex = _probe(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin, hint)
     hints = hint.get("hint", torch.full_like(score, torch.inf))
-    return _Domains(lo, hi, score, dims, inter, path, hints, alphas, used), cex
+    if used is not None:
+        lambdas = torch.where(used.unsqueeze(1), torch.zeros_like(lambdas), lambdas)
+    return _Domains(lo, hi, score, dims, inter, path, hints, lambdas, alphas, used), cex
 
 
 PGD_BOXES = 16  # most promising open boxes searched by a short PGD run per batch

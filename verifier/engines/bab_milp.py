@@ -6,7 +6,8 @@ boundary. On small piecewise-linear networks an exact MILP settles such a box in
 second when few of its neurons are unstable. Once branch and bound has used
 :attr:`BabConfig.milp_after` of its time, the open box with the fewest unstable neurons is
 handed to :func:`verifier.engines.lp.milp_leaf` whenever the MILP calls so far have used less
-than half of the time since then; a box the solver cannot settle in its share goes back to the
+than :data:`MILP_TIME_SHARE` of the time since then (more slowed branch and bound down on
+ACAS Xu and reach_prob_density: the MILP settled boxes bound propagation would have closed); a box the solver cannot settle in its share goes back to the
 store and is split further.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from verifier.ir.graph import Graph
 MILP_MAX_NEURONS = 2000   # networks with more ReLU neurons are not handed to the MILP
 MILP_CALL_CAP = 10.0      # seconds at most per MILP call
 MILP_MAX_UNSTABLE = 40    # boxes with more unstable neurons (binaries) stay with bound propagation
+MILP_TIME_SHARE = 0.1     # at most this share of the time since the hand-off began goes to MILP calls
 
 
 def milp_unavailable(graph: Graph) -> str | None:
@@ -60,8 +62,9 @@ class MilpHandoff:
         return MilpHandoff(started + max(0.0, share) * (deadline - started), enabled=enabled)
 
     def turn(self, now: float) -> bool:
-        """Whether the next open box should go to the MILP now."""
-        return self.enabled and now >= self.due and self.spent <= 0.5 * (now - self.due)
+        """Whether the next open box should go to the MILP now (at most :data:`MILP_TIME_SHARE`
+        of the time since the hand-off began is spent in MILP calls)."""
+        return self.enabled and now >= self.due and self.spent <= MILP_TIME_SHARE * (now - self.due)
 
     def budget(self, now: float, deadline: float) -> float:
         """Seconds for the next call: half the time left, at most :data:`MILP_CALL_CAP`."""

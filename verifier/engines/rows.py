@@ -45,6 +45,11 @@ class RowSpec:
         """The weakest disjunct's score per domain: ``(B,)``; > margin everywhere = closed."""
         return self.disjunct_scores(lb).amin(dim=1)
 
+    def worst_combined(self, lb: torch.Tensor, combined: torch.Tensor) -> torch.Tensor:
+        """:meth:`worst` where each disjunct's score may also come from a combination of its
+        rows: ``combined`` ``(B, K)`` (see :mod:`verifier.engines.row_combination`) → ``(B,)``."""
+        return torch.maximum(self.disjunct_scores(lb), combined).amin(dim=1)
+
     def worst_row(self, lb: torch.Tensor) -> torch.Tensor:
         """Index of the best row of the weakest disjunct per domain (for branching): ``(B,)``."""
         scores = self.disjunct_scores(lb)

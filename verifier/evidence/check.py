@@ -267,7 +267,7 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         decided = np.concatenate([np.full(len(d["lower"]), is_exact(g)) for g, d in box])
         tree = lv.box_tree(sb, case, np.concatenate([d["lower"] for _, d in box]),
                            np.concatenate([d["upper"] for _, d in box]), margin, *_box_alphas(box), decided,
-                           _box_paths(box))
+                           _box_paths(box), _box_lambdas(box))
         for g, d in box:
             if is_exact(g):
                 out.add(*exact_item(sb.g, c, case, g, d))
@@ -288,6 +288,15 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
 def is_exact(group: dict) -> bool:
     """Whether a leaf group was closed by the exact MILP (re-decided by one, not re-bounded)."""
     return str(group.get("method", "")).endswith("/milp")
+
+
+def _box_lambdas(box: list) -> np.ndarray | None:
+    """Row weights of every box leaf stacked ``(L, R)`` (zeros where a group recorded none), or None."""
+    if all(d.get("lambda") is None for _, d in box):
+        return None
+    R = next(d["lambda"].shape[1] for _, d in box if d.get("lambda") is not None)
+    return np.concatenate([d["lambda"] if d.get("lambda") is not None else np.zeros((len(d["lower"]), R))
+                           for _, d in box])
 
 
 def _box_paths(box: list) -> np.ndarray | None:
@@ -366,7 +375,19 @@ def _group_data(g: dict, arrays: dict, graph, case) -> dict:
             if not known or arr.shape != (L, R, *graph.shape_of(name)):
                 problems.append(f"{mk} multiplier for {name!r} has shape {arr.shape} or names no suitable node")
             d[mk][name] = arr
+    d["lambda"] = _lambda_data(g, arrays, L, R, problems)
     return d
+
+
+def _lambda_data(g: dict, arrays: dict, L: int, R: int, problems: list) -> np.ndarray | None:
+    """Row weights ``(L, R)`` of leaves closed by a combination of their rows, or None."""
+    if not g.get("lambda"):
+        return None
+    lam = np.asarray(arrays.get(g["prefix"] + "lambda.0", np.zeros((0,))))
+    if g["lambda"] != ["rows"] or lam.shape != (L, R) or not np.all(np.isfinite(lam)) or np.any(lam < 0):
+        problems.append(f"row weights have shape {lam.shape} (expected {(L, R)}) or are negative/non-finite")
+        return None
+    return lam
 
 
 def _path_data(g: dict, arrays: dict, graph, L: int, problems: list) -> np.ndarray | None:

@@ -202,9 +202,19 @@ class SoundBounds:
         err = self.gamma * SAFETY * rowdot(C.abs(), magnitude(box)) + TINY
         return round_down(val - err - 2 * U * val.abs())
 
+    def combined_rows_lower(self, C: torch.Tensor, M: torch.Tensor, bounds: dict[str, Box], inputs: InputSet,
+                            alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Sound lower bounds ``(B, K)`` of ``Σ_r M[:, k, r]·L_r(x)`` where ``L_r`` is row ``r``'s
+        linear lower bound of ``C·y`` (``C`` ``(B, R, n_outputs)``, weights ``M`` ``(B, K, R)`` >= 0)."""
+        B, R = C.shape[:2]
+        return self.backward(self.g.output_name, C.reshape(B, R, *self.g.output_full_shape), bounds, inputs,
+                             alphas, None, combine=M)
+
     def backward(self, start: str, A0: torch.Tensor, bounds: dict[str, Box], inputs: InputSet,
-                 alphas: dict | None = None, extra: dict | None = None) -> torch.Tensor:
-        """Sound lower bound of ``A0 · value(start)`` over the inputs: ``(B, R)``."""
+                 alphas: dict | None = None, extra: dict | None = None,
+                 combine: torch.Tensor | None = None) -> torch.Tensor:
+        """Sound lower bound of ``A0 · value(start)`` over the inputs: ``(B, R)``; with ``combine``
+        ``(B, K, R)`` (>= 0), of the combinations of the rows' linear bounds: ``(B, K)``."""
         pending: dict[str, torch.Tensor] = {start: A0}
         const = A0.new_zeros(A0.shape[:2])
         mags = A0.new_zeros(A0.shape[:2])
@@ -226,6 +236,8 @@ class SoundBounds:
             else:
                 c, m = self._cut(A, bounds[node.name])
             const, mags = const + c, mags + m
+        if combine is not None:
+            return self._combined(combine, pending, const, mags, inputs, bounds)
         A_x = pending.pop(self.g.input_name, None)
         if A_x is not None:
             c, m = self._concretize(A_x, inputs)
@@ -235,6 +247,21 @@ class SoundBounds:
             const, mags = const + c, mags + m
         err = self.gamma * SAFETY * mags + 2 * U * const.abs() + TINY * (len(self.g.nodes) + 2)
         return round_down(torch.nan_to_num(const - err, nan=-math.inf))
+
+    def _combined(self, M: torch.Tensor, pending: dict, const, mags, inputs: InputSet, bounds) -> torch.Tensor:
+        """The end of :meth:`backward` for row combinations: the coefficients still pending are
+        mixed by ``M`` before the minimum over their sets; every row's own rounding terms are
+        charged with their weights, and the mixing's rounding on top."""
+        mix = lambda t: torch.einsum("bkr,br...->bk...", M, t)  # noqa: E731
+        total, mag, rows_abs = mix(const), mix(mags), mix(const.abs())
+        for name, A in pending.items():
+            where = None if name == self.g.input_name else bounds[name]
+            c, m = self._concretize(mix(A), inputs) if where is None else self._cut(mix(A), where)
+            _, m_rows = self._concretize(A, inputs) if where is None else self._cut(A, where)
+            total, mag = total + c, mag + m + mix(m_rows)
+        err = (self.gamma * SAFETY * mag + 2 * U * (total.abs() + rows_abs)
+               + TINY * (len(self.g.nodes) + 2) * (1 + M.sum(-1)))
+        return round_down(torch.nan_to_num(total - err, nan=-math.inf))
 
     def _ancestors(self, start: str) -> list:
         needed, out = {start}, []

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from verifier.evidence.check_bounds import ELEMENT_BUDGET, Box, InputSet, SoundBounds, round_down
+from verifier.evidence.check_primitives import U
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,30 @@ class CaseRows:
     def batch(self, B: int) -> torch.Tensor:
         return self.C.unsqueeze(0).expand(B, -1, -1)
 
-    def scores(self, lb: torch.Tensor) -> torch.Tensor:
-        """``min`` over disjuncts of ``max`` over its rows of the sound ``C y - d``: ``(B, R)`` → ``(B,)``."""
+    def scores(self, lb: torch.Tensor, combined: torch.Tensor | None = None) -> torch.Tensor:
+        """``min`` over disjuncts of ``max`` over its rows of the sound ``C y - d``: ``(B, R)`` → ``(B,)``;
+        ``combined`` ``(B, K)``: sound scores of row combinations, one more candidate per disjunct."""
         vals = torch.nan_to_num(round_down(lb - self.d), nan=-math.inf)
         parts = torch.split(vals, list(self.sizes), dim=1)
         per = [p.amax(dim=1) if p.shape[1] else torch.full(vals.shape[:1], -math.inf, dtype=vals.dtype)
                for p in parts]
-        return torch.stack(per, dim=1).amin(dim=1)
+        out = torch.stack(per, dim=1)
+        if combined is not None:
+            out = torch.maximum(out, combined)
+        return out.amin(dim=1)
+
+    def mixing(self, lam: torch.Tensor) -> torch.Tensor:
+        """Row weights ``(B, R)`` as one combination per disjunct: ``(B, K, R)``."""
+        groups = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.as_tensor(self.sizes))
+        member = (groups.unsqueeze(0) == torch.arange(len(self.sizes)).unsqueeze(1)).to(lam.dtype)  # (K, R)
+        return lam.unsqueeze(1) * member.unsqueeze(0)
+
+    def combined_scores(self, comb: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """Sound ``Σ_r M_kr (C y - d)_r`` lower bounds ``(B, K)`` from the combined ``C y`` bounds;
+        -inf for disjuncts without weights."""
+        md = torch.einsum("bkr,r->bk", M, self.d)
+        val = round_down(comb - md - 2 * U * (comb.abs() + md.abs()))
+        return torch.where(M.sum(-1) > 0, torch.nan_to_num(val, nan=-math.inf), torch.full_like(val, -math.inf))
 
 
 def case_inputs(sb: SoundBounds, case, lower=None, upper=None) -> InputSet:
@@ -135,7 +153,7 @@ class _Piece:
 
 def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | None = None,
              has_alpha: np.ndarray | None = None, decided: np.ndarray | None = None,
-             paths: np.ndarray | None = None) -> TreeResult:
+             paths: np.ndarray | None = None, lambdas: np.ndarray | None = None) -> TreeResult:
     """Cover the case's region with the closed leaf boxes ``lows``/``highs`` ``(L, n)`` and bound
     every leaf, level by level as batches.
 
@@ -150,7 +168,8 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
     ``decided`` ``(L,)`` marks leaves checked elsewhere (by an exact solver): they count for
     coverage only. ``paths`` ``(L, P)`` are the recorded bisections (dimension halved at each
     depth, -1 padded): where the leaves in a piece agree on the next one, that is the only cut
-    followed, so each piece's bounds are built exactly as the search built them."""
+    followed, so each piece's bounds are built exactly as the search built them. ``lambdas``
+    ``(L, R)``: row weights of leaves closed by a combination of their rows (zeros: none)."""
     rows, L = CaseRows.of(case), len(lows)
     failed, worst, pieces, cap = 0, math.inf, 0, 64 * L + 1024
     level, prev = [_Piece(case.region.lower, case.region.upper, np.arange(L), [])], None
@@ -178,7 +197,7 @@ def box_tree(sb: SoundBounds, case, lows, highs, margin: float, alphas: dict | N
             if keep:
                 sc[torch.as_tensor(keep)] = _done_scores(sb, rows, inputs, prev, [done[i] for i in keep],
                                                          [leaf[i] for i in keep], lows, highs, alphas, has_alpha,
-                                                         margin)
+                                                         margin, lambdas)
             worst, failed = min(worst, float(sc.min())), failed + int((~(sc > margin)).sum())
         level = _next_level(level, plan, budget=cap // 2 - pieces)
     return TreeResult(True, f"{L} boxes cover the region ({pieces} pieces bounded)", failed, worst, pieces)
@@ -242,22 +261,23 @@ def _batched_intermediate(sb: SoundBounds, inputs: InputSet, fixed) -> dict[str,
 
 
 def _done_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list, leaf: list, lows, highs,
-                 alphas, has_alpha, margin: float) -> torch.Tensor:
+                 alphas, has_alpha, margin: float, lambdas=None) -> torch.Tensor:
     """:func:`_leaf_piece_scores` for the pieces with recorded slopes and those without, apart."""
     if alphas is None or has_alpha is None or bool(np.all(has_alpha[leaf])):
-        return _leaf_piece_scores(sb, rows, inputs, bounds, done, leaf, lows, highs, alphas, margin)
+        return _leaf_piece_scores(sb, rows, inputs, bounds, done, leaf, lows, highs, alphas, margin, lambdas)
     with_a = np.asarray(has_alpha[leaf], dtype=bool)
     out = torch.empty(len(done), dtype=torch.float64)
     for mask, a in ((with_a, alphas), (~with_a, None)):
         pick = np.nonzero(mask)[0]
         if pick.size:
             out[torch.as_tensor(pick)] = _leaf_piece_scores(
-                sb, rows, inputs, bounds, [done[i] for i in pick], [leaf[i] for i in pick], lows, highs, a, margin)
+                sb, rows, inputs, bounds, [done[i] for i in pick], [leaf[i] for i in pick], lows, highs, a, margin,
+                lambdas)
     return out
 
 
 def _leaf_piece_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list, leaf: list, lows, highs,
-                       alphas, margin: float) -> torch.Tensor:
+                       alphas, margin: float, lambdas=None) -> torch.Tensor:
     """Scores of the pieces ``done`` (rows of this level), piece ``k`` lying in leaf ``leaf[k]``;
     where a piece is smaller than its leaf, the leaf box bounded on its own counts too."""
     sel = torch.as_tensor(done)
@@ -265,28 +285,36 @@ def _leaf_piece_scores(sb, rows: CaseRows, inputs: InputSet, bounds, done: list,
                    inputs.radius)
     b = {k: (lo[sel], hi[sel]) for k, (lo, hi) in bounds.items()}
     a = {k: torch.as_tensor(v[leaf]) for k, v in (alphas or {}).items()}
-    score = _scores(sb, rows, sub, b, a, margin=margin)
+    lam = None if lambdas is None else torch.as_tensor(lambdas[leaf], dtype=torch.float64)
+    score = _scores(sb, rows, sub, b, a, margin=margin, lambdas=lam)
     full = (-1, *sb.g.input_full_shape)
     smaller = not (torch.equal(sub.lower.reshape(len(done), -1), torch.as_tensor(lows[leaf]))
                 and torch.equal(sub.upper.reshape(len(done), -1), torch.as_tensor(highs[leaf])))
     if smaller:
         whole = InputSet(torch.as_tensor(lows[leaf]).reshape(full), torch.as_tensor(highs[leaf]).reshape(full),
                          sub.center, sub.radius)
-        score = torch.maximum(score, _scores(sb, rows, whole, sb.intermediate(whole), a, margin=margin))
+        score = torch.maximum(score, _scores(sb, rows, whole, sb.intermediate(whole), a, margin=margin,
+                                             lambdas=lam))
     return score
 
 
 def _scores(sb: SoundBounds, rows: CaseRows, inputs: InputSet, bounds, alphas: dict | None = None,
-            extra: dict | None = None, margin: float = math.inf) -> torch.Tensor:
+            extra: dict | None = None, margin: float = math.inf, lambdas: torch.Tensor | None = None
+            ) -> torch.Tensor:
     """The best of several sound scores ``(B,)``: CROWN with the recorded slopes (if any), with
     the default slopes and with all slopes 0 and 1 (CROWN is not monotone in its intermediate
     bounds, so no single choice always reproduces the bound the verifier found), without split
     multipliers the interval bound; and, for leaves that recorded no multipliers at all, a
     short search over the slopes for entries still at or below ``margin`` (recorded multipliers
     are checked as given, not repaired). Every candidate is a sound bound, so the search only
-    decides how hard the checker tries, never what it accepts."""
+    decides how hard the checker tries, never what it accepts. ``lambdas`` ``(B, R)``: recorded
+    row weights; each disjunct may then also be closed by that combination of its rows' bounds."""
     C = rows.batch(inputs.lower.shape[0])
-    best = rows.scores(sb.rows_lower(C, bounds, inputs, alphas or None, extra))
+    combined = None
+    if lambdas is not None and bool((lambdas > 0).any()):
+        M = rows.mixing(lambdas)
+        combined = rows.combined_scores(sb.combined_rows_lower(C, M, bounds, inputs, alphas or None), M)
+    best = rows.scores(sb.rows_lower(C, bounds, inputs, alphas or None, extra), combined)
     for fill in (None, 0.0, 1.0):
         if alphas or fill is not None:
             best = torch.maximum(best, rows.scores(sb.rows_lower(C, bounds, inputs, _fill(sb, C, fill), extra)))

@@ -75,7 +75,7 @@ def _leaf_kind(leaf) -> str:
 
 def _signature(leaf) -> tuple:
     mult = leaf.multipliers or {}
-    shapes = tuple((kind, name, tuple(np.shape(v))) for kind in ("alpha", "beta")
+    shapes = tuple((kind, name, tuple(np.shape(v))) for kind in ("alpha", "beta", "lambda")
                    for name, v in sorted((mult.get(kind) or {}).items()))
     return leaf.case, leaf.method, _leaf_kind(leaf), shapes
 
@@ -104,7 +104,7 @@ def proof_section(leaves: list, arrays: Arrays) -> dict[str, Any]:
                 entry["path"] = True
         if kind in ("split", "mixed"):
             entry["split_nodes"] = _store_splits(members, arrays, p)
-        for mk in ("alpha", "beta"):
+        for mk in ("alpha", "beta", "lambda"):
             names = sorted(((members[0].multipliers or {}).get(mk) or {}).keys())
             entry[mk] = names
             for j, name in enumerate(names):
