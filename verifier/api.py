@@ -90,25 +90,29 @@ def compute_bounds(model: Graph, lower: torch.Tensor, upper: torch.Tensor, metho
 
 
 def certify(model: Graph, x, sigma: float, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
-            batch: int = 1000, seed: int = 0, device: str | None = None, timeout: float | None = None):
+            batch: int = 1000, seed: int = 0, device: str | None = None, timeout: float | None = None,
+            overlap: bool | None = None, fold: bool = False):
     """Randomized-smoothing certificate (Cohen et al. 2019) of the smoothed classifier g at one
     input ``x`` (shape ``model.input_shape`` or flat): ``.prediction`` (-1 abstains), ``.radius``
     (ℓ2), ``.pA_lower``, ``.counts``, ``.certificate`` (probabilistic, about g, not f).
-    See :func:`verifier.engines.smoothing.certify`."""
+    ``overlap`` (noise on a second thread; default on CPU with two cores) and ``fold`` (noise
+    drawn after a narrowing first layer: same law, fewer normals, other samples for a seed):
+    see :func:`verifier.engines.smoothing.certify`."""
     from verifier.engines.smoothing import certify as _certify
 
     return _certify(model, x, sigma, n0=n0, n=n, alpha=alpha, batch=batch, seed=seed, device=device,
-                    timeout=timeout)
+                    timeout=timeout, overlap=overlap, fold=fold)
 
 
 def predict(model: Graph, x, sigma: float, n: int = 100_000, alpha: float = 0.001, batch: int = 1000,
-            seed: int = 0, device: str | None = None, timeout: float | None = None):
+            seed: int = 0, device: str | None = None, timeout: float | None = None,
+            overlap: bool | None = None, fold: bool = False):
     """The smoothed classifier's class at ``x`` with a two-sided binomial test at level
     ``alpha`` (abstains with -1). See :func:`verifier.engines.smoothing.predict`."""
     from verifier.engines.smoothing import predict as _predict
 
     return _predict(model, x, sigma, n=n, alpha=alpha, batch=batch, seed=seed, device=device,
-                    timeout=timeout)
+                    timeout=timeout, overlap=overlap, fold=fold)
 
 
 def reach(model: Graph, lower, upper, objective, tolerance: float = 1e-3, timeout: float = 60.0,

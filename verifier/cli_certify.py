@@ -49,6 +49,10 @@ def register_certify(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest for small "
                         "models on a busy machine)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="draw the noise on the main thread (default on CPU: a second thread draws the next "
+                        "batch while the network runs; the counts are the same either way; turn it off "
+                        "when another process keeps the second core busy)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_certify)
 
@@ -82,7 +86,7 @@ def _certify_one(model, args) -> int:
 
     x = load_single(args.input)
     res = certify(model, x, args.sigma, n0=args.n0, n=args.n, alpha=args.alpha, batch=args.batch,
-                  seed=args.seed)
+                  seed=args.seed, overlap=False if args.no_overlap else None)
     print("prediction: " + ("abstain" if res.abstained else str(res.prediction)))
     print(f"radius (l2): {res.radius:.6g}")
     print(f"pA lower bound: {res.pA_lower:.6g}")
@@ -100,7 +104,8 @@ def _certify_data(model, args) -> int:
     x, y = sd.load_dataset(args.data, model)
     end = len(x) if args.limit is None else min(len(x), args.skip + args.limit)
     indices = list(range(min(args.skip, len(x)), end))
-    settings = sd.Settings(args.sigma, args.n0, args.n, args.alpha, args.seed, args.batch)
+    settings = sd.Settings(args.sigma, args.n0, args.n, args.alpha, args.seed, args.batch,
+                           overlap=False if args.no_overlap else None)
     path = Path(args.results or f"certify_{Path(args.model).stem}.csv")
     done_rows = sd.start_results(path, args.resume, settings)
     done = {int(r["index"]) for r in done_rows}

@@ -110,17 +110,20 @@ def report(r: dict[str, float], threads: int) -> list[str]:
     lines = [f"  plain forward passes : {fwd:12,.0f} samples/s ({threads} intra-op thread(s); the reference)",
              f"  noise generation only: {r['noise']:12,.0f} samples/s",
              f"  certify              : {r['certify']:12,.0f} samples/s ({how})",
-             f"  certify, no overlap  : {r['certify_serial']:12,.0f} samples/s (ratio {r['certify_serial'] / fwd:.3f})",
+             f"  certify, no overlap  : {r['certify_serial']:12,.0f} samples/s "
+             f"(ratio {r['certify_serial'] / fwd:.3f})",
              f"  noise + forward      : {r['ceiling']:12,.0f} samples/s (serial ceiling for certify)",
-             f"  max(noise, forward)  : {r['overlap_ceiling']:12,.0f} samples/s (ceiling with overlap: "
+             f"  slower of the two    : {r['overlap_ceiling']:12,.0f} samples/s (ceiling with overlap: "
              f"ratio {r['overlap_ceiling'] / fwd:.3f})"]
     if "forward_plus1" in r:
-        lines.append(f"  forward, {threads + 1} threads   : {r['forward_plus1']:12,.0f} samples/s (same thread count "
-                     f"as certify; certify/this {r['certify'] / r['forward_plus1']:.3f})")
+        lines.append(f"  forward, {threads + 1} threads   : {r['forward_plus1']:12,.0f} samples/s (as many threads "
+                     f"as certify uses; certify/this {r['certify'] / r['forward_plus1']:.3f})")
     if "certify_fold" in r:
-        lines.append(f"  certify, fold=True   : {r['certify_fold']:12,.0f} samples/s (ratio {r['certify_fold'] / fwd:.3f};"
-                     f" first Linear folded into the noise: a cheaper network, other samples)")
-    lines.append(f"  ratio certify/forward: {r['ratio']:.3f}   certify/ceiling: {r['certify'] / r['ceiling']:.3f}")
+        lines.append(f"  certify, fold=True   : {r['certify_fold']:12,.0f} samples/s (ratio "
+                     f"{r['certify_fold'] / fwd:.3f}; first Linear folded into the noise: "
+                     f"a cheaper network, other samples)")
+    lines.append(f"  ratio certify/forward: {r['ratio']:.3f}   certify/serial ceiling: "
+                 f"{r['certify'] / r['ceiling']:.3f}")
     return lines
 
 

@@ -35,6 +35,7 @@ class Settings:
     alpha: float
     seed: int
     batch: int = 1000
+    overlap: bool | None = None  # noise on a second thread (same counts either way; None: by device)
 
     def row_values(self) -> dict[str, str]:
         return {"sigma": repr(float(self.sigma)), "n0": str(self.n0), "n": str(self.n),
@@ -154,7 +155,7 @@ def certify_rows(model: Graph, x: np.ndarray, y: np.ndarray, indices: list[int],
     for k, i in enumerate(todo, start=1):
         start = time.monotonic()
         res = certify(model, x[i], settings.sigma, n0=settings.n0, n=settings.n, alpha=settings.alpha,
-                      batch=settings.batch, seed=settings.seed + i)
+                      batch=settings.batch, seed=settings.seed + i, overlap=settings.overlap)
         label, correct = int(y[i]), int(res.prediction == int(y[i]))
         row = {"index": str(i), "label": str(label), "prediction": str(res.prediction),
                "radius": repr(float(res.radius)), "correct": str(correct),
