@@ -7,6 +7,13 @@ that the output falls into the unsafe disjunct; for ``unsat`` checks that the le
 case cover its region (box union or a complete ReLU split tree) and re-bounds every leaf, in
 batches, with the separate sound float64 code path of :mod:`verifier.evidence.check_bounds`.
 Smoothing and reachability reports get their arithmetic and witnesses re-checked.
+
+This module holds the outcome types, the file and onnxruntime helpers, the counterexample check
+and the proof's case coverage. The leaf groups are parsed and validated in
+:mod:`verifier.evidence.check_groups`, scored in :mod:`verifier.evidence.check_leaves` (box
+covers: :mod:`verifier.evidence.check_tree`); smoothing and reachability reports are checked in
+:mod:`verifier.evidence.check_smoothing_reach` (imported on use: it imports this module; its
+``check_smoothing`` and ``check_reach`` are re-exported here lazily).
 """
 from __future__ import annotations
 
@@ -19,7 +26,20 @@ import numpy as np
 
 from verifier.errors import InputError
 from verifier.evidence.check_exact import exact_item
+from verifier.evidence.check_groups import _box_alphas, _box_lambdas, _box_paths, _group_data, is_exact
 from verifier.evidence.report import as_float, load_report, load_sidecar, sha256_file
+
+_SMOOTHING_REACH_NAMES = frozenset({"check_smoothing", "check_reach"})
+
+
+def __getattr__(name: str):
+    """Lazy re-exports of :mod:`verifier.evidence.check_smoothing_reach` (imported on first use:
+    it imports this module, so a top-level import here would be circular)."""
+    if name in _SMOOTHING_REACH_NAMES:
+        from verifier.evidence import check_smoothing_reach
+
+        return getattr(check_smoothing_reach, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -167,6 +187,8 @@ def check_counterexample(ev: dict, prop, model_path: Path, out: CheckOutcome) ->
 # ---- the whole check ------------------------------------------------------------------------
 def check_report(path: str, model: str | None = None, prop_override: str | None = None) -> CheckOutcome:
     """Check the report at ``path``; :class:`InputError` when it cannot be read at all."""
+    from verifier.evidence.check_smoothing_reach import check_reach, check_smoothing
+
     started = time.monotonic()
     report_path = Path(path)
     report = load_report(report_path)
@@ -252,6 +274,7 @@ def check_proof(report: dict, arrays: dict, prop, model_path: Path, out: CheckOu
 def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome) -> None:
     """One case: a whole-region leaf, a box cover or a complete split tree, every leaf bounded."""
     from verifier.evidence import check_leaves as lv
+    from verifier.evidence.check_tree import box_tree
 
     kinds = {g["kind"] for g, _ in groups}
     if not out.add(f"case {c} has leaves", bool(groups), f"{sum(g['count'] for g, _ in groups)} leaves"):
@@ -265,7 +288,7 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
     box = [(g, d) for g, d in groups if g["kind"] == "box"]
     if box:
         decided = np.concatenate([np.full(len(d["lower"]), is_exact(g)) for g, d in box])
-        tree = lv.box_tree(sb, case, np.concatenate([d["lower"] for _, d in box]),
+        tree = box_tree(sb, case, np.concatenate([d["lower"] for _, d in box]),
                            np.concatenate([d["upper"] for _, d in box]), margin, *_box_alphas(box), decided,
                            _box_paths(box), _box_lambdas(box))
         for g, d in box:
@@ -283,44 +306,6 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         for g, d in split:
             _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"], margin).numpy(),
                        margin)
-
-
-def is_exact(group: dict) -> bool:
-    """Whether a leaf group was closed by the exact MILP (re-decided by one, not re-bounded)."""
-    return str(group.get("method", "")).endswith("/milp")
-
-
-def _box_lambdas(box: list) -> np.ndarray | None:
-    """Row weights of every box leaf stacked ``(L, R)`` (zeros where a group recorded none), or None."""
-    if all(d.get("lambda") is None for _, d in box):
-        return None
-    R = next(d["lambda"].shape[1] for _, d in box if d.get("lambda") is not None)
-    return np.concatenate([d["lambda"] if d.get("lambda") is not None else np.zeros((len(d["lower"]), R))
-                           for _, d in box])
-
-
-def _box_paths(box: list) -> np.ndarray | None:
-    """The bisection paths of every box leaf stacked ``(L, P)`` (-1 padded), or None unless every
-    group recorded them."""
-    if any(d.get("path") is None for _, d in box):
-        return None
-    P = max(d["path"].shape[1] for _, d in box)
-    return np.concatenate([np.pad(d["path"], ((0, 0), (0, P - d["path"].shape[1])), constant_values=-1)
-                           for _, d in box])
-
-
-def _box_alphas(box: list) -> tuple[dict | None, np.ndarray | None]:
-    """The α slopes of box leaves from several groups stacked ``(L, R, *shape)`` (zeros where a
-    group recorded none) and which leaves recorded them ``(L,)`` bool; ``(None, None)`` if none did."""
-    keys = sorted({k for _, d in box for k in d["alpha"]})
-    if not keys:
-        return None, None
-    sizes = [len(d["lower"]) for _, d in box]
-    like = next(d["alpha"] for _, d in box if d["alpha"])
-    stacked = {k: np.concatenate([d["alpha"][k] if k in d["alpha"] else np.zeros((n, *like[k].shape[1:]))
-                                  for (_, d), n in zip(box, sizes)]) for k in keys}
-    has = np.concatenate([np.full(n, bool(d["alpha"])) for (_, d), n in zip(box, sizes)])
-    return stacked, has
 
 
 def _leaf_item(out: CheckOutcome, g: dict, scores: np.ndarray, margin: float) -> None:
@@ -350,142 +335,3 @@ def _check_samples(sb, prop, model_path: Path, out: CheckOutcome, per_case: int 
     err = float(np.max(np.abs(ours - ref)) / (1.0 + np.max(np.abs(ref))))
     out.add("imported graph agrees with onnxruntime at sample points", err <= 1e-4,
             f"{len(xs)} points, max relative difference {err:.2e}")
-
-
-def _group_data(g: dict, arrays: dict, graph, case) -> dict:
-    """A leaf group's arrays, validated: shapes, names, split lists → sign arrays."""
-    p, problems = g["prefix"], []
-    bound = arrays[p + "bound"]
-    L, R = bound.shape[0], sum(c.C.shape[0] for c in case.unsafe)
-    d = {"bound": bound, "problems": problems, "splits": None, "signs": {}, "alpha": {}, "beta": {}}
-    if g["kind"] == "box":
-        d["lower"], d["upper"] = arrays[p + "lower"], arrays[p + "upper"]
-        if d["lower"].shape != (L, graph.n_inputs) or d["upper"].shape != (L, graph.n_inputs):
-            problems.append(f"leaf boxes have shape {d['lower'].shape}, expected {(L, graph.n_inputs)}")
-        d["path"] = _path_data(g, arrays, graph, L, problems)
-    elif g["kind"] == "split":
-        _split_data(g, arrays, graph, d, L)
-    elif g["kind"] != "region":
-        problems.append(f"leaf kind {g['kind']!r} is not checkable")
-    for mk in ("alpha", "beta"):
-        for j, name in enumerate(g.get(mk) or []):
-            arr = arrays[f"{p}{mk}.{j}"]
-            known = name in graph.node_by_name and (mk == "beta" or graph.node_by_name[name].op in
-                                                    ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Exp"))
-            if not known or arr.shape != (L, R, *graph.shape_of(name)):
-                problems.append(f"{mk} multiplier for {name!r} has shape {arr.shape} or names no suitable node")
-            d[mk][name] = arr
-    d["lambda"] = _lambda_data(g, arrays, L, R, problems)
-    return d
-
-
-def _lambda_data(g: dict, arrays: dict, L: int, R: int, problems: list) -> np.ndarray | None:
-    """Row weights ``(L, R)`` of leaves closed by a combination of their rows, or None."""
-    if not g.get("lambda"):
-        return None
-    lam = np.asarray(arrays.get(g["prefix"] + "lambda.0", np.zeros((0,))))
-    if g["lambda"] != ["rows"] or lam.shape != (L, R) or not np.all(np.isfinite(lam)) or np.any(lam < 0):
-        problems.append(f"row weights have shape {lam.shape} (expected {(L, R)}) or are negative/non-finite")
-        return None
-    return lam
-
-
-def _path_data(g: dict, arrays: dict, graph, L: int, problems: list) -> np.ndarray | None:
-    """The bisection paths of box leaves ``(L, P)`` (dims, -1 padded), or None if not recorded."""
-    if not g.get("path"):
-        return None
-    path = np.asarray(arrays.get(g["prefix"] + "path", np.zeros((0, 0))))
-    if path.ndim != 2 or path.shape[0] != L or path.dtype.kind not in "iu" or \
-            (path.size and (path.min() < -1 or path.max() >= graph.n_inputs)):
-        problems.append(f"bisection paths have shape {path.shape} or name dimensions outside 0..{graph.n_inputs - 1}")
-        return None
-    return path
-
-
-def _split_data(g: dict, arrays: dict, graph, d: dict, L: int) -> None:
-    p, names = g["prefix"], g.get("split_nodes") or []
-    node, index, sign = arrays[p + "split_node"], arrays[p + "split_index"], arrays[p + "split_sign"]
-    sets: list[dict] = [{} for _ in range(L)]
-    for act in names:
-        if act not in graph.node_by_name or graph.node_by_name[act].op not in ("Relu", "LeakyRelu"):
-            d["problems"].append(f"split on {act!r}, which is not a ReLU-like activation")
-            return
-        d["signs"][graph.node_by_name[act].inputs[0]] = np.zeros((L, _numel(graph.shape_of(act))), np.int8)
-    for r, c in zip(*np.nonzero(node >= 0)):
-        act, idx, s = names[int(node[r, c])], int(index[r, c]), int(sign[r, c])
-        flat = d["signs"][graph.node_by_name[act].inputs[0]]
-        if s not in (1, -1) or not 0 <= idx < flat.shape[1] or sets[r].get((act, idx), s) != s:
-            d["problems"].append(f"leaf {r}: bad split ({act}, {idx}, {s})")
-            continue
-        sets[r][(act, idx)] = s
-        flat[r, idx] = s
-    d["splits"] = sets
-
-
-def _numel(shape) -> int:
-    return int(np.prod(shape)) if len(shape) else 1
-
-
-# ---- smoothing and reachability -------------------------------------------------------------
-def check_smoothing(report: dict, out: CheckOutcome) -> None:
-    """Recompute the Clopper–Pearson bound and the radius from the counts (single input) and
-    the radius from ``pA_lower`` (data-set rows). The sampling itself is not repeated."""
-    from scipy.stats import beta, norm
-
-    sec = report["smoothing"]
-    one = sec.get("single")
-    if one:
-        pred, counts = int(one["prediction"]), [int(c) for c in one["counts"]]
-        n, alpha, sigma = int(one["n"]), float(one["alpha"]), float(one["sigma"])
-        if pred < 0:
-            out.add("abstention claims nothing", float(one["radius"]) == 0.0, one.get("reason", ""))
-        else:
-            k = counts[pred]
-            pa = float(beta.ppf(alpha, k, n - k + 1)) if k > 0 else 0.0
-            sel = one.get("selection_counts")
-            out.add("counts add up to n", sum(counts) == n, f"{sum(counts)} of {n}")
-            out.add("prediction is the top selection count", sel is None or int(np.argmax(sel)) == pred)
-            out.add("pA lower bound recomputed (Clopper-Pearson)", abs(pa - float(one["pA_lower"])) <= 1e-9
-                    and pa >= 0.5, f"{pa:.9g} (recorded {one['pA_lower']})")
-            radius = sigma * float(norm.ppf(pa)) if pa >= 0.5 else 0.0
-            out.add("radius = sigma * inverse normal CDF(pA)", float(one["radius"]) <= radius * (1 + 1e-9) + 1e-12,
-                    f"{radius:.9g} (recorded {one['radius']})")
-    rows = (sec.get("dataset") or {}).get("rows") or []
-    if rows:
-        bad = [r["index"] for r in rows if not _row_consistent(r, norm)]
-        out.add("data-set rows: radius and correctness consistent", not bad, f"{len(rows)} rows; bad: {bad[:5]}")
-    if not one and not rows:
-        out.add("smoothing report has results", False)
-
-
-def _row_consistent(r: dict, norm) -> bool:
-    pred, pa, sigma, radius = int(r["prediction"]), float(r["pA_lower"]), float(r["sigma"]), float(r["radius"])
-    expected = sigma * float(norm.ppf(pa)) if pred >= 0 and pa >= 0.5 else 0.0
-    return radius <= expected * (1 + 1e-9) + 1e-12 and (r["correct"] == "1") == (pred == int(r["label"]))
-
-
-def check_reach(report: dict, arrays, model_path: Path, out: CheckOutcome) -> None:
-    """Witnesses inside the box, re-run with onnxruntime; the objective (when recorded as rows)
-    at each witness must lie within the claimed range."""
-    sec = report["reach"]
-    if not out.add("reach report has its region", arrays is not None and "reach.lower" in arrays):
-        return
-    lo, hi = arrays["reach.lower"], arrays["reach.upper"]
-    sess, shape = ort_session(model_path)
-    for end in ("min", "max"):
-        e = sec[end]
-        lower, upper = as_float(e["lower"]), as_float(e["upper"])
-        out.add(f"{end}: lower <= upper", lower <= upper, f"[{lower:.6g}, {upper:.6g}]")
-        if e.get("witness") is None:
-            continue
-        w = np.array([as_float(v) for v in e["witness"]])
-        out.add(f"{end} witness is a float32 point of the box", w.shape == lo.shape and bool(
-            np.all(w.astype(np.float32) == w) and np.all(w >= lo) and np.all(w <= hi)))
-        if "reach.C" in arrays:
-            y = ort_run(sess, shape, w[None])[0]
-            vals = arrays["reach.C"] @ y + arrays["reach.d"]
-            o = float(vals.min() if sec.get("objective_kind") == "min" else vals.max())
-            tol = 1e-4 * (1 + abs(o))
-            inside = (o >= lower - tol) if end == "min" else (o <= upper + tol)
-            out.add(f"{end} witness value (onnxruntime) consistent with the range", inside,
-                    f"o(witness) = {o:.6g}, recorded {e.get('witness_value')}")
