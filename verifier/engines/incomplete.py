@@ -78,7 +78,7 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
         if out[-1].proven or time.monotonic() >= deadline:
             break
         try:
-            bounds, best, done = _stage(graph, case, stage, region, C, d, sizes, bounds, best, config, margin,
+            bounds, best, done = _stage(graph, stage, region, C, d, sizes, bounds, best, config, margin,
                                         deadline, out)
         except Exception as e:  # out of memory: keep what the cheaper stages found, say why
             if not is_out_of_memory(e):
@@ -91,7 +91,7 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
     return out
 
 
-def _stage(graph, case, stage, region, C, d, sizes, bounds, best, config, margin, deadline, out):
+def _stage(graph, stage, region, C, d, sizes, bounds, best, config, margin, deadline, out):
     """Run one CROWN or α-CROWN stage, appending its judgement to ``out``; returns the new
     intermediate bounds, the best row bounds and whether to stop (deadline inside CROWN)."""
     if stage == "crown":
