@@ -28,6 +28,8 @@ def register_certify(sub) -> None:
     """Add the ``certify`` sub-command to an argparse sub-parser collection."""
     import argparse
 
+    from verifier.cli_commands import add_memory_limit
+
     p = sub.add_parser("certify", help="randomized-smoothing certificates (probabilistic, l2)",
                        description=DESCRIPTION, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +56,7 @@ def register_certify(sub) -> None:
                         "batch while the network runs; the counts are the same either way; turn it off "
                         "when another process keeps the second core busy)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_memory_limit(p)
     p.set_defaults(func=run_certify)
 
 

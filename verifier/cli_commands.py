@@ -14,6 +14,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default 1: verification works on many small tensors, "
                         "where more threads cost more than they give; raise it for large CNNs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_memory_limit(p)
+
+
+def add_memory_limit(p: argparse.ArgumentParser) -> None:
+    """The ``--memory-limit`` option (applied by :func:`verifier.cli.main` before the command)."""
     p.add_argument("--memory-limit", type=float, default=None, metavar="MiB",
                    help="cap this process's memory (CPU: data segment; CUDA: share of the GPU); batches "
                         "that do not fit are bounded in halves, and what still does not fit ends as unknown")
