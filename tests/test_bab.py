@@ -204,7 +204,8 @@ def test_row_combination_bound_is_below_every_sampled_maximum(make_onnx, seed):
     trace = Trace()
     with torch.no_grad():
         lb = spec_bounds(model, C, intermediate_bounds(model, region, BoundsConfig()), region, trace=trace)
-    best, lam = combined_bounds(trace.A_x.reshape(2, 3, -1), lb - d, lo, hi, torch.zeros(3, dtype=torch.long), 1)
+    best, lam = combined_bounds(trace.A_x.reshape(2, 3, -1), lb - d, trace.input_min, lo, hi,
+                                torch.zeros(3, dtype=torch.long), 1)
     assert torch.allclose(lam.sum(1), torch.ones(2, dtype=lam.dtype)) and bool((lam >= 0).all())
     for b in range(2):
         x = lo[b] + torch.rand(20000, 3, dtype=torch.float64) * (hi[b] - lo[b])

@@ -46,6 +46,7 @@ class Trace:
     the coefficients reaching each activation's output (``at_activation[name]``)."""
 
     A_x: torch.Tensor | None = None
+    input_min: torch.Tensor | None = None  # (B, R): the minimum of A_x·x over the region, inside the bound
     at_activation: dict[str, torch.Tensor] | None = None
 
 
@@ -93,7 +94,10 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
             const = const + _cut(A, bounds[node.name])
     A_x = pending.pop(graph.input_name, None)
     if A_x is not None:
-        const = const + concretize(A_x, region)
+        input_min = concretize(A_x, region)
+        const = const + input_min
+        if trace is not None:
+            trace.input_min = input_min
     if trace is not None:
         trace.A_x = A_x
     for name, A in pending.items():  # values reached without a path to the input: constants

@@ -95,6 +95,8 @@ class _Search:
     runner: object
     config: VerifyConfig
     out: SplitOutcome
+    deadline: float = float("inf")
+    combined: bool = False          # some disjunct has several rows (bound their combinations too)
 
 
 def input_split(graph: Graph, case: Case, case_index: int, runner, config: VerifyConfig,
@@ -102,7 +104,8 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
     """Branch and bound over sub-boxes of the case's region until proven, falsified or out of time."""
     out = SplitOutcome(case_index=case_index)
     s = _Search(graph, RowSpec.of(case, graph.n_outputs, graph.dtype, graph.device),
-                UnsafeSet(case, graph.n_outputs, graph.dtype, graph.device), case, case_index, runner, config, out)
+                UnsafeSet(case, graph.n_outputs, graph.dtype, graph.device), case, case_index, runner, config, out,
+                deadline, any(c.C.shape[0] > 1 for c in case.unsafe))
     kw = dict(dtype=graph.dtype, device=graph.device)
     lo = torch.as_tensor(case.region.lower, **kw).unsqueeze(0)
     hi = torch.as_tensor(case.region.upper, **kw).unsqueeze(0)
@@ -235,13 +238,13 @@ def _join_bounded(a: _Domains, b: _Domains) -> _Domains:
 
 def _unstable_counts(graph: Graph, inter: dict) -> torch.Tensor:
     """Unstable ReLU-like neurons per domain ``(D,)`` from its intermediate bounds."""
-    total = None
+    total = torch.zeros(len(next(iter(inter.values()))[0]) if inter else 0, dtype=torch.long)
     for node in graph.nodes:
         if node.op in ("Relu", "LeakyRelu") and node.inputs[0] in inter:
             lo, hi = inter[node.inputs[0]]
             c = ((lo < 0) & (hi > 0)).flatten(1).sum(1)
-            total = c if total is None else total + c
-    return total if total is not None else torch.zeros(0)
+            total = total.to(c.device) + c
+    return total
 
 
 def _smear_split(s: _Search, parents: _Domains):
@@ -293,13 +296,17 @@ def _crown_scores(s: _Search, lb: torch.Tensor, trace: Trace, lo: torch.Tensor, 
     bounded by the best convex combination of its rows, and the weights ``(B, R)`` where that
     combination beats the rows alone (zeros elsewhere)."""
     plain = s.rows.worst(lb)
-    if not bool((torch.bincount(s.rows.group, minlength=s.rows.K) > 1).any()):
-        return plain, torch.zeros_like(lb)
-    B = lb.shape[0]
-    combined, lam = combined_bounds(trace.A_x.reshape(B, lb.shape[1], -1), lb - s.rows.d, lo, hi,
-                                    s.rows.group, s.rows.K)
-    score = s.rows.worst_combined(lb, combined)
-    return score, torch.where((score > plain).unsqueeze(1), lam, torch.zeros_like(lam))
+    lam_all = torch.zeros_like(lb)
+    weak = torch.nonzero(plain <= s.config.proof_margin).flatten()  # boxes the rows alone leave open
+    if not s.combined or not weak.numel():
+        return plain, lam_all
+    B, R = lb.shape
+    combined, lam = combined_bounds(trace.A_x.reshape(B, R, -1)[weak], (lb - s.rows.d)[weak],
+                                    trace.input_min[weak], lo[weak], hi[weak], s.rows.group, s.rows.K)
+    score = plain.clone()
+    score[weak] = s.rows.worst_combined(lb[weak], combined)
+    lam_all[weak] = torch.where((score[weak] > plain[weak]).unsqueeze(1), lam, torch.zeros_like(lam))
+    return score, lam_all
 
 
 def _path_of(row: torch.Tensor) -> tuple[int, ...]:
@@ -333,7 +340,6 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
         used[open_] = better
         alphas = {k: torch.zeros(B, *v.shape[1:], dtype=v.dtype, device=v.device).index_copy(0, open_, v)
                   for k, v in a_params.items()}
-    s.out.domains_bounded += B
     a = trace.A_x.reshape(B, lb.shape[1], -1)[torch.arange(B), s.rows.worst_row(lb)]
     dims = (a.abs() * (hi - lo)).argmax(dim=1)
     inter = {n: bounds[n] for n in nonlinear_inputs(g)}
@@ -342,6 +348,7 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
     hints = hint.get("hint", torch.full_like(score, torch.inf))
     if used is not None:
         lambdas = torch.where(used.unsqueeze(1), torch.zeros_like(lambdas), lambdas)
+    s.out.domains_bounded += B  # counted once bounding and probing finished (a retried half counts once)
     return _Domains(lo, hi, score, dims, inter, path, hints, lambdas, alphas, used), cex
 
 
@@ -362,7 +369,8 @@ def _alpha_scores(s: _Search, bounds: dict, region: Region, idx: torch.Tensor):
     sub_region = Region(region.lower[idx], region.upper[idx])
     acfg = dataclasses.replace(cfg.bounds, alpha_iterations=cfg.bab.input_alpha_iterations)
     params: dict = {}
-    lb = alpha_spec_bounds(s.graph, s.rows.batch_C(idx.numel()), sub, sub_region, acfg, time.monotonic() + 5.0,
+    lb = alpha_spec_bounds(s.graph, s.rows.batch_C(idx.numel()), sub, sub_region, acfg,
+                           min(s.deadline, time.monotonic() + 5.0),
                            done=lambda b: bool((s.rows.worst(b) > cfg.proof_margin).all()), params_out=params)
     return s.rows.worst(lb), params
 

@@ -33,6 +33,8 @@ def milp_unavailable(graph: Graph) -> str | None:
         if not encodable(graph.ops[node.name]):
             return f"op {node.op} at node {node.name} is not MILP-encodable"
     neurons = sum(int(np.prod(node.out_shape)) for node in graph.nodes if node.op in ("Relu", "LeakyRelu"))
+    if neurons == 0:
+        return "no ReLU neurons (nothing for a MILP to decide that bounds do not)"
     if neurons > MILP_MAX_NEURONS:
         return f"{neurons} ReLU neurons (more than {MILP_MAX_NEURONS})"
     try:

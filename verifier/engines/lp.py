@@ -230,7 +230,8 @@ def _lp_disjunct(system, renc, conj, k, ctx) -> dict:
 
 # ---- one case / one sub-box ------------------------------------------------------------------
 def _decide_region(graph: Graph, case: Case, case_index: int, runner, lower, upper, deadline: float,
-                   solver: str, exact: bool, margin: float = 0.0, tighten: bool = False) -> MilpOutcome:
+                   solver: str, exact: bool, margin: float = 0.0, tighten: bool = False,
+                   bounds: dict | None = None) -> MilpOutcome:
     """Every disjunct of ``case`` over the box ``[lower, upper]`` (flat) by MILP or LP;
     ``tighten`` spends up to :data:`TIGHTEN_SHARE` of the time left on LP-tightened bounds."""
     started = time.monotonic()
@@ -238,7 +239,7 @@ def _decide_region(graph: Graph, case: Case, case_index: int, runner, lower, upp
     if started >= deadline:
         return MilpOutcome("unknown", reason="time limit reached before the solver started")
     until = started + TIGHTEN_SHARE * (deadline - started) if tighten else None
-    renc = encode_region(graph, lower, upper, _l2(case), exact, solver, deadline, until)
+    renc = encode_region(graph, lower, upper, _l2(case), exact, solver, deadline, until, bounds)
     system = renc.enc.rows.build()
     ctx = {"solver": solver, "deadline": deadline, "runner": runner, "case": case, "case_index": case_index,
            "input_shape": graph.input_shape, "margin": margin}
@@ -268,15 +269,17 @@ def milp_case(graph: Graph, case: Case, case_index: int, runner, deadline: float
 
 
 def milp_leaf(graph: Graph, case: Case, case_index: int, runner, lower, upper, deadline: float,
-              solver: str = "HIGHS", tighten: bool = True) -> MilpOutcome:
+              solver: str = "HIGHS", tighten: bool = True, bounds: dict | None = None) -> MilpOutcome:
     """Exact MILP on one sub-box ``[lower, upper]`` of a case's region (arrays or tensors with
-    ``n_inputs`` entries; intersected with the region's box)."""
+    ``n_inputs`` entries; intersected with the region's box). ``bounds``: valid float64 bounds
+    of every value over that box (name → ``(1, *shape)`` pair) to build the big-M constants
+    from, instead of computing them here."""
     lo = np.maximum(_flat(lower), case.region.lower)
     hi = np.minimum(_flat(upper), case.region.upper)
     if np.any(lo > hi):
         return MilpOutcome("unsat", reason="the sub-box does not meet the case's region")
     return _decide_region(graph, case, case_index, runner, lo, hi, deadline, solver, exact=True,
-                          tighten=tighten)
+                          tighten=tighten, bounds=bounds)
 
 
 def lp_case(graph: Graph, case: Case, case_index: int, runner, deadline: float, solver: str = "HIGHS",

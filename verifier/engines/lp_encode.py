@@ -51,7 +51,8 @@ class RegionEncoding:
 
 
 def encode_region(graph: Graph, lower: np.ndarray, upper: np.ndarray, l2: tuple | None, exact: bool,
-                  solver: str, deadline: float, tighten_until: float | None = None) -> RegionEncoding:
+                  solver: str, deadline: float, tighten_until: float | None = None,
+                  bounds: dict | None = None) -> RegionEncoding:
     """Encode ``graph`` over the box ``lower <= x <= upper`` (flat ``(n_inputs,)``) intersected
     with the ball ``l2 = (center, radius)`` if given: CROWN intermediate bounds (float64), then
     the LP relaxation or the MILP. With ``tighten_until`` (a ``time.monotonic()`` deadline),
@@ -73,7 +74,7 @@ def encode_region(graph: Graph, lower: np.ndarray, upper: np.ndarray, l2: tuple 
         region = Region(lo_t, hi_t, torch.as_tensor(np.asarray(l2[0], np.float64)).reshape(1, -1),
                         torch.as_tensor([float(l2[1])], dtype=torch.float64))
     with torch.no_grad():
-        crown = intermediate_bounds(g, region, BoundsConfig())
+        crown = bounds if bounds is not None else intermediate_bounds(g, region, BoundsConfig())
     bounds = numpy_bounds(crown)
     bounds[g.input_name] = (lo_t.reshape(-1).numpy().copy(), hi_t.reshape(-1).numpy().copy())
     ball = None if l2 is None else (None, np.asarray(l2[0], np.float64).reshape(-1), float(l2[1]))

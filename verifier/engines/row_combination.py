@@ -15,18 +15,20 @@ import torch
 STEPS = 40
 
 
-def combined_bounds(A: torch.Tensor, row_lower: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-                    group: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+def combined_bounds(A: torch.Tensor, row_lower: torch.Tensor, input_min: torch.Tensor, lower: torch.Tensor,
+                    upper: torch.Tensor, group: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Best combined bound per disjunct and the weights giving it.
 
     ``A`` ``(B, R, n)``: the rows' input coefficients; ``row_lower`` ``(B, R)``: their lower
-    bounds (``d`` already subtracted) over the boxes ``lower``/``upper`` ``(B, n)``; ``group``
-    ``(R,)``: each row's disjunct. Returns ``(B, K)`` bounds (-inf for disjuncts with fewer
-    than two rows) and ``λ`` ``(B, R)`` (zero outside the combined disjuncts)."""
+    bounds (``d`` already subtracted), of which ``input_min`` ``(B, R)`` is the part ``min_x A·x``
+    over the region (see :class:`verifier.bounds.linear.Trace`); ``lower``/``upper`` ``(B, n)``:
+    the boxes the combination is minimised over (the region's box); ``group`` ``(R,)``: each
+    row's disjunct. Returns ``(B, K)`` bounds (-inf for disjuncts with fewer than two rows) and
+    ``λ`` ``(B, R)`` (zero outside the combined disjuncts)."""
     B, R = row_lower.shape
     best = torch.full((B, K), -torch.inf, dtype=row_lower.dtype, device=row_lower.device)
     lam_out = torch.zeros_like(row_lower)
-    offset = row_lower - _box_min(A, lower, upper)  # c_i: L_i(x) = a_i·x + c_i
+    offset = row_lower - input_min  # c_i: L_i(x) = a_i·x + c_i
     for k in range(K):
         rows = torch.nonzero(group == k).flatten()
         if rows.numel() < 2:
@@ -35,12 +37,6 @@ def combined_bounds(A: torch.Tensor, row_lower: torch.Tensor, lower: torch.Tenso
         best[:, k] = value
         lam_out[:, rows] = lam
     return best, lam_out
-
-
-def _box_min(A: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """``min_x A·x`` over boxes: ``(B, R, n)`` → ``(B, R)``."""
-    lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
-    return (A.clamp(min=0) * lo + A.clamp(max=0) * hi).sum(-1)
 
 
 def _ascent(A: torch.Tensor, c: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor):

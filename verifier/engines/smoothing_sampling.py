@@ -141,6 +141,7 @@ def sample_counts(model: Graph, x: torch.Tensor, sigma: float, nums: Sequence[in
         return counts, drawn
     if overlap is None:
         overlap = default_overlap(model.device)
+    overlap = overlap and model.device.type == "cpu"  # CUDA: a freed buffer may still be read by queued kernels
     d, shift, forward = sampler(model, x, fold)
     width = max(m for _, m in plan)
     bufs = [torch.empty(width, d, dtype=model.dtype, device=model.device)

@@ -293,7 +293,7 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
                            _box_paths(box), _box_lambdas(box))
         for g, d in box:
             if is_exact(g):
-                out.add(*exact_item(sb.g, c, case, g, d))
+                out.add(*exact_item(sb, c, case, g, d))
         out.add(f"case {c} covered by its {sum(len(d['lower']) for _, d in box)} boxes", tree.covered, tree.detail)
         if tree.covered:
             out.add(f"case {c}: every box re-bounded above the margin {margin:g}", tree.failed_pieces == 0,

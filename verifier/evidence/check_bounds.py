@@ -259,7 +259,7 @@ class SoundBounds:
             c, m = self._concretize(mix(A), inputs) if where is None else self._cut(mix(A), where)
             _, m_rows = self._concretize(A, inputs) if where is None else self._cut(A, where)
             total, mag = total + c, mag + m + mix(m_rows)
-        err = (self.gamma * SAFETY * mag + 2 * U * (total.abs() + rows_abs)
+        err = (self.gamma * SAFETY * mag + 2 * U * total.abs() + (M.shape[-1] + 2) * 2 * U * rows_abs
                + TINY * (len(self.g.nodes) + 2) * (1 + M.sum(-1)))
         return round_down(torch.nan_to_num(total - err, nan=-math.inf))
 

@@ -41,7 +41,7 @@ def _box_alphas(box: list) -> tuple[dict | None, np.ndarray | None]:
     if not keys:
         return None, None
     sizes = [len(d["lower"]) for _, d in box]
-    like = next(d["alpha"] for _, d in box if d["alpha"])
+    like = {k: next(d["alpha"][k] for _, d in box if k in d["alpha"]) for k in keys}
     stacked = {k: np.concatenate([d["alpha"][k] if k in d["alpha"] else np.zeros((n, *like[k].shape[1:]))
                                   for (_, d), n in zip(box, sizes)]) for k in keys}
     has = np.concatenate([np.full(n, bool(d["alpha"])) for (_, d), n in zip(box, sizes)])

@@ -68,16 +68,21 @@ class CaseRows:
         return out.amin(dim=1)
 
     def mixing(self, lam: torch.Tensor) -> torch.Tensor:
-        """Row weights ``(B, R)`` as one combination per disjunct: ``(B, K, R)``."""
+        """Row weights ``(B, R)`` as one combination per disjunct ``(B, K, R)``, each scaled to sum
+        to 1 (the recorded scale must not stretch a bound past the proof margin)."""
         groups = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.as_tensor(self.sizes))
         member = (groups.unsqueeze(0) == torch.arange(len(self.sizes)).unsqueeze(1)).to(lam.dtype)  # (K, R)
-        return lam.unsqueeze(1) * member.unsqueeze(0)
+        M = lam.unsqueeze(1) * member.unsqueeze(0)
+        total = M.sum(-1, keepdim=True)
+        return torch.where(total > 0, M / torch.where(total > 0, total, torch.ones_like(total)), M)
 
     def combined_scores(self, comb: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         """Sound ``Σ_r M_kr (C y - d)_r`` lower bounds ``(B, K)`` from the combined ``C y`` bounds;
         -inf for disjuncts without weights."""
         md = torch.einsum("bkr,r->bk", M, self.d)
-        val = round_down(comb - md - 2 * U * (comb.abs() + md.abs()))
+        md_terms = torch.einsum("bkr,r->bk", M, self.d.abs())  # a sum's rounding scales with its terms
+        R = M.shape[-1]
+        val = round_down(comb - md - (R + 2) * 2 * U * (comb.abs() + md_terms))
         return torch.where(M.sum(-1) > 0, torch.nan_to_num(val, nan=-math.inf), torch.full_like(val, -math.inf))
 
 
