@@ -355,3 +355,53 @@ def test_crown_never_looser_than_ibp_on_the_mixed_graph(make_onnx) -> None:
     for b in range(2):
         _check_ordering(f"mixed box {b}", {m: (lb[b].double().numpy(), ub[b].double().numpy())
                                            for m, (lb, ub) in bounds.items()})
+
+
+# ---- neurons behind inactive ReLUs skipped in the backward products ------------------------
+
+def _mostly_dead_graph(make_onnx) -> Path:
+    """An MLP whose hidden ReLUs are mostly inactive on small boxes (strongly negative biases),
+    with a bias broadcast from shape ``(1, m)``, a MatMul without bias and a residual Add of two
+    ReLU branches, so compact coefficients meet a dense sum."""
+    rng = np.random.default_rng(7)
+    w = lambda *s: (rng.normal(size=s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
+    bias = lambda m: np.where(rng.random(m) < 0.8, -3.0, 0.1).astype(np.float32)  # noqa: E731
+    n = helper.make_node
+    nodes = [n("Gemm", ["x", "W1", "b1"], ["g1"]), n("Relu", ["g1"], ["r1"]),
+             n("Gemm", ["r1", "W2", "b2"], ["g2"]), n("Relu", ["g2"], ["r2"]),
+             n("MatMul", ["r1", "W3"], ["g3"]), n("Add", ["g3", "b3"], ["g3b"]), n("Relu", ["g3b"], ["r3"]),
+             n("Add", ["r2", "r3"], ["s"]), n("Gemm", ["s", "W4", "b4"], ["g4"]), n("Relu", ["g4"], ["r4"]),
+             n("Gemm", ["r4", "W5"], ["y"])]
+    inits = {"W1": w(20, 64), "b1": bias(64), "W2": w(64, 48), "b2": bias(48).reshape(1, 48),
+             "W3": w(64, 48), "b3": bias(48), "W4": w(48, 40), "b4": bias(40), "W5": w(40, 5)}
+    return make_onnx(nodes, [("x", (1, 20))], [("y", (1, 5))], inits, name="mostly_dead")
+
+
+def test_skipping_dead_neurons_is_exact_and_sound(make_onnx, monkeypatch) -> None:
+    """CROWN with the dead-neuron skipping engaged (checked by a spy on the restricted
+    products) contains onnxruntime's outputs at sampled and attacked points, and equals the
+    bounds computed with the skipping switched off (the skipped coefficients are exact zeros)."""
+    from verifier.bounds import linear as bl
+    from verifier.ops.linear import Linear
+
+    path = _mostly_dead_graph(make_onnx)
+    graph = api.load_model(path)
+    gen = torch.Generator().manual_seed(11)
+    center = torch.randn(3, *graph.input_shape, generator=gen)
+    prob = Problem(path, graph, center - 0.1, center + 0.1)
+    restricted = []
+    original = Linear.backward
+
+    def spy(self, A, in_shapes, cols=None):
+        restricted.append(cols is not None and cols.numel() < self.W_rows.shape[0])
+        return original(self, A, in_shapes, cols=cols)
+
+    monkeypatch.setattr(Linear, "backward", spy)
+    check_problem("mostly_dead", prob, 1000)
+    assert any(restricted), "no backward product was restricted to live neurons"
+    rows = torch.randn(4, graph.n_outputs, generator=gen)
+    skipped = verifier.compute_bounds(graph, prob.lower, prob.upper, method="crown", C=rows)
+    monkeypatch.setattr(bl, "LIVE_FRACTION", -1.0)
+    dense = verifier.compute_bounds(graph, prob.lower, prob.upper, method="crown", C=rows)
+    for a, b in zip(skipped, dense):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

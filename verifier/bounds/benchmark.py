@@ -61,7 +61,8 @@ def run(bench_dir: Path, device: str, batches=(1, 256), repeats: int = 5) -> lis
 
             def crown():
                 with torch.no_grad():
-                    return spec_bounds(g, Cb, intermediate_bounds(g, region, cfg), region)
+                    lines = {}
+                    return spec_bounds(g, Cb, intermediate_bounds(g, region, cfg, lines=lines), region, lines=lines)
 
             def alpha():
                 with torch.no_grad():

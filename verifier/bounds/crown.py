@@ -10,12 +10,12 @@ import torch
 
 from verifier.bounds.interval import interval_bounds
 from verifier.bounds.adam import Adam
-from verifier.bounds.linear import Region, Trace, backward_bound
+from verifier.bounds.linear import Lines, Region, Trace, backward_bound
 from verifier.config import BoundsConfig
 from verifier.ir.graph import Graph
 from verifier.ops.activations import LeakyRelu, Relu
 from verifier.ops.base import Activation, Affine, Box
-from verifier.ops.linear import Scale
+from verifier.ops.linear import Linear, Scale
 from verifier.ops.shape import Pad, Reshape, Select, Transpose
 
 _PIECEWISE = (Relu, LeakyRelu)
@@ -58,8 +58,12 @@ class DeadlineReached(Exception):
 
 
 def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_crown: bool = True,
-                        fixed: dict[str, Box] | None = None, deadline: float | None = None) -> dict[str, Box]:
+                        fixed: dict[str, Box] | None = None, deadline: float | None = None,
+                        lines: dict[str, Lines] | None = None) -> dict[str, Box]:
     """Bounds of every value: interval bounds, tightened by CROWN at nonlinear inputs.
+
+    ``lines`` (optional, filled here) caches the activations' default relaxation lines on the
+    returned bounds; pass it on to :func:`spec_bounds` over the same bounds to reuse them.
 
     ``deadline`` (monotonic seconds) raises :class:`DeadlineReached` between layers once passed.
     ``fixed`` holds known valid bounds to intersect in before tightening (e.g. a parent
@@ -69,6 +73,7 @@ def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_
     needs = nonlinear_inputs(graph) if use_crown else {}
     exact = _exact_interval_values(graph) if region.l2_center is None else set()
     bounds: dict[str, Box] = {graph.input_name: (region.lower, region.upper)}
+    lines = {} if lines is None else lines
     for node in graph.nodes:
         lo, hi = graph.ops[node.name].interval(*[bounds[i] for i in node.inputs])
         if fixed and node.name in fixed:
@@ -76,57 +81,79 @@ def intermediate_bounds(graph: Graph, region: Region, config: BoundsConfig, use_
         if node.name in needs and isinstance(graph.ops[node.name], Affine) and node.name not in exact:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineReached(f"time limit reached while bounding '{node.name}'")
-            lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config)
+            lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config, lines)
         bounds[node.name] = (lo, hi)
     return bounds
 
 
-def _tighten(graph, name, lo, hi, bounds, region, relu_only: bool, config: BoundsConfig):
+def _tighten(graph, name, lo, hi, bounds, region, relu_only: bool, config: BoundsConfig, lines):
     """CROWN bounds of value ``name`` on the neurons that matter, intersected with ``lo, hi``.
 
     Each region bounds only its own neurons of interest (unstable ones when all consumers are
     ReLU-like): rows are gathered per region and padded to the largest count in the batch.
+    Lower and upper bounds share one backward pass (measured: bounding one side first and the
+    other only where still unstable costs more in per-pass overhead than it saves).
     """
     B = lo.shape[0]
-    flat_lo, flat_hi = lo.reshape(B, -1), hi.reshape(B, -1)
-    n = flat_lo.shape[1]
+    flat_lo, flat_hi = lo.reshape(B, -1).clone(), hi.reshape(B, -1).clone()
     wanted = (flat_lo < 0) & (flat_hi > 0) if relu_only else torch.ones_like(flat_lo, dtype=torch.bool)
+    _tighten_rows(graph, name, wanted, (1.0, -1.0), flat_lo, flat_hi, lo, bounds, region, config, lines)
+    return flat_lo.reshape(lo.shape), flat_hi.reshape(hi.shape)
+
+
+def _tighten_rows(graph, name, wanted, signs, flat_lo, flat_hi, like, bounds, region, config, lines) -> None:
+    """Intersect ``flat_lo``/``flat_hi`` ``(B, n)`` in place with the CROWN bounds of the
+    ``wanted`` ``(B, n)`` neurons: lower bounds for sign ``+1``, upper bounds for ``-1``."""
+    B, n = flat_lo.shape
     counts = wanted.sum(1)
     r_max = int(counts.max()) if B else 0
     if r_max == 0:
-        return lo, hi
+        return
     order = torch.argsort(wanted.to(torch.int8), dim=1, descending=True, stable=True)
-    per_row = B * max(n, graph.n_inputs) * 2
+    per_row = B * max(n, graph.n_inputs) * len(signs)
     chunk = max(1, config.max_batch_elements // max(per_row, 1))
-    new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
     for start in range(0, r_max, chunk):
         idx = order[:, start:min(r_max, start + chunk)]  # (B, r)
-        valid = torch.arange(start, start + idx.shape[1], device=lo.device).unsqueeze(0) < counts.unsqueeze(1)
-        lb, ub = _bound_rows(graph, name, idx, valid, n, lo, bounds, region)
-        cur_lo, cur_hi = new_lo.gather(1, idx), new_hi.gather(1, idx)
-        new_lo.scatter_(1, idx, torch.where(valid, torch.maximum(cur_lo, lb), cur_lo))
-        new_hi.scatter_(1, idx, torch.where(valid, torch.minimum(cur_hi, ub), cur_hi))
-    return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
+        valid = torch.arange(start, start + idx.shape[1], device=idx.device).unsqueeze(0) < counts.unsqueeze(1)
+        found = _bound_rows(graph, name, idx, valid, n, like, bounds, region, lines, signs)
+        for sign, bound in zip(signs, found):
+            target = flat_lo if sign > 0 else flat_hi
+            cur = target.gather(1, idx)
+            better = torch.maximum(cur, bound) if sign > 0 else torch.minimum(cur, bound)
+            target.scatter_(1, idx, torch.where(valid, better, cur))
 
 
-def _bound_rows(graph, name, idx, valid, n, like, bounds, region):
-    """Lower and upper CROWN bounds of neurons ``idx`` ``(B, r)`` of value ``name``."""
+def _bound_rows(graph, name, idx, valid, n, like, bounds, region, lines, signs) -> list[torch.Tensor]:
+    """CROWN bounds of neurons ``idx`` ``(B, r)`` of value ``name``, one ``(B, r)`` tensor per
+    sign: lower bounds for ``+1``, upper bounds for ``-1``.
+
+    When the value's last axis holds all its neurons and a ``Linear`` computes it, the unit
+    rows are built on the wanted neurons only (``start_cols``), so its product skips the rest.
+    """
     B, r = idx.shape
-    unit = torch.zeros(B, r, n, dtype=like.dtype, device=like.device)
-    unit.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(like.dtype))
-    A0 = torch.cat([unit, -unit], dim=1).reshape(B, 2 * r, *like.shape[1:])
-    both = backward_bound(graph, name, A0, bounds, region)
-    return both[:, :r], -both[:, r:]
+    cols = None
+    if isinstance(graph.ops[name], Linear) and graph.shape_of(name)[-1] == n:
+        cols = torch.unique(idx[valid])            # sorted
+        pos = torch.searchsorted(cols, idx.contiguous()).clamp(max=max(cols.numel() - 1, 0))
+        width, shape = cols.numel(), (*like.shape[1:-1], cols.numel())
+    else:
+        pos, width, shape = idx, n, like.shape[1:]
+    unit = torch.zeros(B, r, width, dtype=like.dtype, device=like.device)
+    unit.scatter_(2, pos.unsqueeze(-1), valid.unsqueeze(-1).to(like.dtype))
+    A0 = torch.cat([unit * s for s in signs], dim=1).reshape(B, len(signs) * r, *shape)
+    found = backward_bound(graph, name, A0, bounds, region, lines=lines, start_cols=cols)
+    return [found[:, k * r:(k + 1) * r] * s for k, s in enumerate(signs)]
 
 
 def spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box], region: Region,
                 alphas: dict[str, torch.Tensor] | None = None, extra: dict[str, torch.Tensor] | None = None,
-                trace: Trace | None = None) -> torch.Tensor:
+                trace: Trace | None = None, lines: dict[str, Lines] | None = None) -> torch.Tensor:
     """Lower bounds of ``C · y`` (``C``: ``(B, R, n_outputs)``) → ``(B, R)``; see
-    :func:`~verifier.bounds.linear.backward_bound` for ``alphas``, ``extra`` and ``trace``."""
+    :func:`~verifier.bounds.linear.backward_bound` for ``alphas``, ``extra``, ``trace`` and
+    ``lines`` (relaxations cached by :func:`intermediate_bounds` over the same ``bounds``)."""
     B, R = C.shape[:2]
     A0 = C.reshape(B, R, *graph.output_full_shape)
-    return backward_bound(graph, graph.output_name, A0, bounds, region, alphas, extra, trace)
+    return backward_bound(graph, graph.output_name, A0, bounds, region, alphas, extra, trace, lines)
 
 
 def interval_spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) -> torch.Tensor:

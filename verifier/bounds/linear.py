@@ -14,6 +14,7 @@ import torch
 
 from verifier.ir.graph import Graph
 from verifier.ops.base import Activation, Affine, Box
+from verifier.ops.linear import Linear
 from verifier.ops.nonlinear import MaxPool, maxpool_crown_step, maxpool_has_crown_step
 
 
@@ -52,7 +53,8 @@ class Trace:
 
 def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str, Box], region: Region,
                    alphas: dict[str, torch.Tensor] | None = None,
-                   extra: dict[str, torch.Tensor] | None = None, trace: Trace | None = None) -> torch.Tensor:
+                   extra: dict[str, torch.Tensor] | None = None, trace: Trace | None = None,
+                   lines: dict[str, Lines] | None = None, start_cols: torch.Tensor | None = None) -> torch.Tensor:
     """Lower bound of ``A0 · value(start)`` over ``region``: ``(B, R)``.
 
     ``bounds`` must hold bounds of the inputs of every activation and of every other
@@ -60,39 +62,49 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
     ``(B, R, *shape)`` (α-CROWN); missing ones take the default relaxation. ``extra`` adds
     coefficients ``(B, R, *shape)`` at named values (β-CROWN's split multipliers). ``trace``,
     when given, receives the input coefficients and those at each activation.
+
+    ``lines`` caches the default relaxation of each activation between passes over the same
+    ``bounds`` (filled as needed). ``start_cols`` (int64 ``(m',)``): ``A0`` holds only these
+    indices of the start value's last axis, the others being zero.
+
+    Coefficients behind neurons whose lines are all zero (inactive ReLUs) are kept compact:
+    only the live indices of the last axis travel to the affine op below when it can use them
+    (:class:`~verifier.ops.linear.Linear`), which skips the rest of its product.
     """
     pending: dict[str, torch.Tensor] = {start: A0}
+    cols: dict[str, torch.Tensor] = {} if start_cols is None else {start: start_cols}
     const = A0.new_zeros(A0.shape[:2])
-    order = graph.ancestors_in_reverse(start)
-    for node in order:
-        A = pending.pop(node.name, None)
+    for node in graph.ancestors_in_reverse(start):
+        A = _pop(graph, pending, cols, node.name, keep_compact=_takes_columns(graph, node.name))
         if extra and node.name in extra:
+            A = _dense(graph, node.name, A, cols.pop(node.name, None))
             A = extra[node.name] if A is None else A + extra[node.name]
         if A is None:
             continue
         op = graph.ops[node.name]
         if isinstance(op, Affine):
             shapes = [graph.shape_of(i) for i in node.inputs]
-            A_ins, bias = op.backward(A, shapes)
+            live = cols.pop(node.name, None)
+            A_ins, bias = op.backward(A, shapes) if live is None else op.backward(A, shapes, cols=live)
             const = const + bias
             for name, A_in in zip(node.inputs, A_ins):
-                _accumulate(pending, name, A_in)
+                _accumulate(graph, pending, cols, name, A_in, None)
         elif isinstance(op, Activation):
-            lo, hi = bounds[node.inputs[0]]
             if trace is not None and trace.at_activation is not None:
                 trace.at_activation[node.name] = A
             alpha = alphas.get(node.name) if alphas else None
-            A_in, c = _activation_step(op, A, lo, hi, alpha)
+            step = _lines(op, bounds[node.inputs[0]], alpha, lines, node.name)
+            A_in, c = step.apply(A)
             const = const + c
-            _accumulate(pending, node.inputs[0], A_in)
+            _accumulate(graph, pending, cols, node.inputs[0], A_in, step.live)
         elif isinstance(op, MaxPool) and maxpool_has_crown_step(op):
             lo, hi = bounds[node.inputs[0]]
             A_in, c = maxpool_crown_step(op, A, lo, hi)
             const = const + c
-            _accumulate(pending, node.inputs[0], A_in)
+            _accumulate(graph, pending, cols, node.inputs[0], A_in, None)
         else:
             const = const + _cut(A, bounds[node.name])
-    A_x = pending.pop(graph.input_name, None)
+    A_x = _pop(graph, pending, cols, graph.input_name, keep_compact=False)
     if A_x is not None:
         input_min = concretize(A_x, region)
         const = const + input_min
@@ -100,26 +112,111 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
             trace.input_min = input_min
     if trace is not None:
         trace.A_x = A_x
-    for name, A in pending.items():  # values reached without a path to the input: constants
-        const = const + _cut(A, bounds[name])
+    for name in list(pending):  # values reached without a path to the input: constants
+        const = const + _cut(_pop(graph, pending, cols, name, keep_compact=False), bounds[name])
     return const
 
 
-def _accumulate(pending: dict[str, torch.Tensor], name: str, A: torch.Tensor) -> None:
-    pending[name] = A if name not in pending else pending[name] + A
+def _takes_columns(graph: Graph, name: str) -> bool:
+    """Whether the op of value ``name`` accepts compact coefficients (``backward(..., cols=)``)."""
+    return name in graph.ops and isinstance(graph.ops[name], Linear)
 
 
-def _activation_step(op: Activation, A, lo, hi, alpha):
-    """One CROWN step through an activation: returns the input coefficients and constant.
+def _pop(graph: Graph, pending, cols, name: str, keep_compact: bool) -> torch.Tensor | None:
+    """The pending coefficients of ``name``, expanded to its full shape unless ``keep_compact``
+    (then their live indices stay in ``cols``)."""
+    A = pending.pop(name, None)
+    if keep_compact or name not in cols:
+        return A
+    return _dense(graph, name, A, cols.pop(name))
 
-    Uses ``A⁺·lw + A⁻·uw = A·lw + A⁻·(uw - lw)`` (fewer passes over ``A``).
-    """
-    lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
-    lw, lb, uw, ub = op.relax(lo, hi, alpha)
-    A_neg = A.clamp(max=0)
-    A_in = A * lw + A_neg * (uw - lw)
-    c = _dot(A_neg, ub - lb) + _dot(A, lb)
-    return A_in, c
+
+def _dense(graph: Graph, name: str, A: torch.Tensor | None, live: torch.Tensor | None) -> torch.Tensor | None:
+    """``A`` ``(B, R, ..., m')`` on indices ``live`` of the last axis → ``(B, R, *shape(name))``."""
+    if A is None or live is None:
+        return A
+    full = A.new_zeros(*A.shape[:-1], graph.shape_of(name)[-1])
+    return full.index_copy(-1, live, A)
+
+
+def _accumulate(graph: Graph, pending, cols, name: str, A: torch.Tensor, live: torch.Tensor | None) -> None:
+    """Add ``A`` (compact on ``live`` when given) to the pending coefficients of ``name``."""
+    if name not in pending:
+        pending[name] = A
+        if live is not None:
+            cols[name] = live
+        return
+    old = pending.pop(name)
+    pending[name] = _dense(graph, name, old, cols.pop(name, None)) + _dense(graph, name, A, live)
+
+
+def _lines(op: Activation, box: Box, alpha, cache: dict[str, "Lines"] | None, name: str) -> "Lines":
+    """The relaxation of ``op`` on ``box`` for one backward step, from ``cache`` when the
+    default relaxation (no ``alpha``) was prepared before."""
+    if alpha is not None or cache is None:
+        return Lines.of(op, box, alpha)
+    if name not in cache:
+        cache[name] = Lines.of(op, box, None)
+    return cache[name]
+
+
+@dataclass(frozen=True)
+class Lines:
+    """Relaxation lines ``lw·x + lb <= f(x) <= uw·x + ub`` of one activation, ready for the
+    backward step: ``lw``, ``gap_w = uw - lw``, ``lb`` (``None`` when all zero), ``gap_b = ub -
+    lb``, each ``(B, 1 or R, *shape)``, restricted to the indices ``live`` of the last axis when
+    the others have all four coefficients zero (``live`` ``None``: nothing restricted)."""
+
+    lw: torch.Tensor
+    gap_w: torch.Tensor
+    lb: torch.Tensor | None
+    gap_b: torch.Tensor
+    live: torch.Tensor | None
+
+    @staticmethod
+    def of(op: Activation, box: Box, alpha: torch.Tensor | None) -> "Lines":
+        """The lines of ``op`` on ``box`` (each ``(B, *shape)``). Restricted to the live neurons
+        only for the default relaxation (made once per bounds and cached): with ``alpha``
+        (``(B, R, *shape)``, new each optimisation step) the search would cost more than it saves."""
+        lo, hi = box[0].unsqueeze(1), box[1].unsqueeze(1)
+        lw, lb, uw, ub = op.relax(lo, hi, alpha)
+        gap_w, gap_b = uw - lw, ub - lb
+        if alpha is not None:
+            return Lines(lw, gap_w, lb, gap_b, None)
+        lw, lb, gap_w, gap_b = torch.broadcast_tensors(lw, lb, gap_w, gap_b)
+        live = _live_indices((lw, gap_w, lb, gap_b))
+        if live is not None:
+            lw, gap_w, lb, gap_b = (t.index_select(-1, live) for t in (lw, gap_w, lb, gap_b))
+        return Lines(lw, gap_w, lb if bool(torch.any(lb != 0)) else None, gap_b, live)
+
+    def apply(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One CROWN step for the coefficients ``A`` ``(B, R, *shape)`` at the output: the input
+        coefficients (compact on ``live``) and the constant ``(B, R)``.
+
+        Uses ``A⁺·lw + A⁻·uw = A·lw + A⁻·(uw - lw)`` (fewer passes over ``A``)."""
+        if self.live is not None:
+            A = A.index_select(-1, self.live)
+        A_neg = A.clamp(max=0)
+        A_in = A * self.lw + A_neg * self.gap_w
+        c = _dot(A_neg, self.gap_b)
+        return A_in, c if self.lb is None else c + _dot(A, self.lb)
+
+
+# Restrict a backward step to the live neurons when at most this fraction of them is live.
+LIVE_FRACTION = 0.75
+
+
+def _live_indices(coefficients: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+    """Indices of the last axis where some coefficient is nonzero in some region, row or leading
+    position; ``None`` when they are too many for a restricted step to pay."""
+    n = coefficients[0].shape[-1]
+    if n < 8:
+        return None
+    nonzero = torch.zeros(n, dtype=torch.bool, device=coefficients[0].device)
+    for t in coefficients:
+        nonzero |= t.reshape(-1, n).ne(0).any(0)
+    live = nonzero.nonzero().squeeze(1)
+    return live if live.numel() <= LIVE_FRACTION * n else None
 
 
 def _dot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -28,22 +28,26 @@ def _constant_lines(flo, fhi):
 
 
 def _piecewise_linear_relu(lo, hi, alpha, neg_slope: float):
-    """Relaxation of ``max(x, neg_slope·x)`` (ReLU when 0, LeakyReLU otherwise)."""
-    active, inactive = lo >= 0, hi <= 0
-    unstable = ~(active | inactive)
-    width = (hi - lo).clamp_min(_TINY)
-    k = (hi - neg_slope * lo) / width  # chord through (lo, s·lo) and (hi, hi)
-    k = torch.where(unstable, k, torch.where(active, torch.ones_like(lo), torch.full_like(lo, neg_slope)))
-    ub = torch.where(unstable, neg_slope * lo - k * lo, torch.zeros_like(lo))
-    narrow = unstable & ((hi - lo) < _TINY)  # chord too steep to trust: a constant upper line
-    k = torch.where(narrow, torch.zeros_like(lo), k)
-    ub = torch.where(narrow, hi.clamp(min=0), ub)
+    """Relaxation of ``max(x, neg_slope·x)`` (ReLU when 0, LeakyReLU otherwise).
+
+    Stable neurons get the exact line (slope 1 or ``neg_slope``); unstable ones the chord
+    through ``(lo, s·lo)`` and ``(hi, hi)`` above and slope ``s + (1 - s)·alpha`` below;
+    unstable ones narrower than ``_TINY`` the constant ``max(hi, 0)`` above (a chord that steep
+    cannot be trusted) and ``neg_slope`` below.
+    """
+    s = neg_slope
+    active = lo >= 0
+    unstable = (hi > 0) & ~active
+    narrow = unstable & ((hi - lo) < _TINY)
+    wide = unstable & ~narrow
+    stable_k = s + (1 - s) * active.to(lo.dtype)
+    chord = (hi - s * lo) / (hi - lo).clamp_min(_TINY)
     if alpha is None:
         alpha = (hi >= -lo).to(lo.dtype)
-    a = neg_slope + (1 - neg_slope) * alpha.clamp(0, 1)
-    a = torch.where(narrow, torch.full_like(a, neg_slope), a)
-    lw = torch.where(unstable, a, k)
-    return lw, torch.zeros_like(lo), k, ub
+    lw = torch.where(wide, s + (1 - s) * alpha.clamp(0, 1), stable_k)
+    uw = torch.where(wide, chord, torch.where(narrow, 0.0, stable_k))
+    ub = torch.where(wide, (s - chord) * lo, torch.where(narrow, hi.clamp(min=0), 0.0))
+    return lw, torch.zeros_like(lo), uw, ub
 
 
 @register("Relu")

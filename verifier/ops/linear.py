@@ -11,6 +11,11 @@ from verifier.ops.base import Affine, register
 class Linear(Affine):
     """``y = x @ W + b`` on the last axis; params ``W`` ``(k, m)``, optional ``b`` ``(m,)``."""
 
+    def __init__(self, node, dtype, device):
+        super().__init__(node, dtype, device)
+        self.W_rows = self.p["W"].T.contiguous()  # (m, k): the backward product, row gathers cheap
+        self.W_abs = self.p["W"].abs()  # (k, m): interval radii
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _matmul_last(self.align(x), self.p["W"])
         return y + self.p["b"] if "b" in self.p else y
@@ -19,25 +24,25 @@ class Linear(Affine):
         return _matmul_last(self.align(x), self.p["W"])
 
     def abs_linear(self, r: torch.Tensor) -> torch.Tensor:
-        return _matmul_last(self.align(r), self.p["W"].abs())
+        return _matmul_last(self.align(r), self.W_abs)
 
-    def backward(self, A, in_shapes):
-        A_in = _matmul_last(A, self.p["W"].T)
-        shape = in_shapes[0]
-        A_in = _sum_to(A_in, shape)
-        bias = (A.flatten(2) @ _expand_bias(self, A)).squeeze(-1) if "b" in self.p else A.new_zeros(A.shape[:2])
-        return [A_in], bias
+    def backward(self, A, in_shapes, cols: torch.Tensor | None = None):
+        """Transpose step; with ``cols`` (int64 ``(m',)``), ``A`` ``(B, R, ..., m')`` holds only
+        those output neurons (the others have coefficient zero) and the product skips the rest."""
+        W_rows, b = self.W_rows, self.p.get("b")
+        if cols is not None:
+            W_rows = W_rows.index_select(0, cols)
+            b = None if b is None else b.expand(*self.node.out_shape).index_select(-1, cols)
+        A_in = _sum_to(_matmul_last(A, W_rows), in_shapes[0])
+        if b is None:
+            return [A_in], A.new_zeros(A.shape[:2])
+        return [A_in], (A.flatten(2) @ b.expand(*A.shape[2:]).reshape(-1, 1)).squeeze(-1)
 
 
 def _matmul_last(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """``x @ W`` on the last axis as one 2-D product (batched products of single rows are
     far slower on multi-threaded CPUs)."""
     return (x.reshape(-1, x.shape[-1]) @ W).reshape(*x.shape[:-1], W.shape[-1])
-
-
-def _expand_bias(op: Linear, A: torch.Tensor) -> torch.Tensor:
-    """The bias broadcast over the output shape, flattened: ``(prod(out_shape), 1)``."""
-    return op.p["b"].expand(*op.node.out_shape).reshape(-1, 1)
 
 
 def _sum_to(A: torch.Tensor, shape: tuple) -> torch.Tensor:
