@@ -31,10 +31,11 @@ def bounds_for_boxes(model: Graph, lower: torch.Tensor, upper: torch.Tensor, met
     both = torch.cat([C, -C], dim=1)
     R = C.shape[1]
     with torch.no_grad():
-        bounds = intermediate_bounds(model, region, config, use_crown=method != "ibp")
+        lines: dict = {}
+        bounds = intermediate_bounds(model, region, config, use_crown=method != "ibp", lines=lines)
         lb = interval_spec_bounds(model, both, bounds)
         if method != "ibp":
-            lb = torch.maximum(lb, spec_bounds(model, both, bounds, region))
+            lb = torch.maximum(lb, spec_bounds(model, both, bounds, region, lines=lines))
     if method == "alpha-crown":
         lb = torch.maximum(lb, alpha_spec_bounds(model, both, bounds, region, config, deadline))
     return lb[:, :R].detach(), -lb[:, R:].detach()

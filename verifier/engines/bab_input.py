@@ -321,13 +321,13 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
     B = lo.shape[0]
     full = (B, *g.input_full_shape)
     region = Region(lo.reshape(full), hi.reshape(full))
-    trace = Trace()
+    trace, lines = Trace(), {}
     with torch.no_grad():
         if cfg.bab.intermediate == "forward":
             bounds = forward_bounds(g, region)
         else:
-            bounds = intermediate_bounds(g, region, cfg.bounds, fixed=parent_inter)
-        lb = spec_bounds(g, s.rows.batch_C(B), bounds, region, trace=trace)
+            bounds = intermediate_bounds(g, region, cfg.bounds, fixed=parent_inter, lines=lines)
+        lb = spec_bounds(g, s.rows.batch_C(B), bounds, region, trace=trace, lines=lines)
     score, lambdas = _crown_scores(s, lb, trace, lo, hi)
     open_ = torch.nonzero(score <= cfg.proof_margin).flatten()
     alphas, used = None, None

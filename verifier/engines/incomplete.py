@@ -97,8 +97,9 @@ def _stage(graph, stage, region, C, d, sizes, bounds, best, config, margin, dead
     if stage == "crown":
         try:
             with torch.no_grad():
-                bounds = intermediate_bounds(graph, region, config, deadline=deadline)
-                best = torch.maximum(best, spec_bounds(graph, C, bounds, region))
+                lines: dict = {}
+                bounds = intermediate_bounds(graph, region, config, deadline=deadline, lines=lines)
+                best = torch.maximum(best, spec_bounds(graph, C, bounds, region, lines=lines))
         except DeadlineReached:
             return bounds, best, True
         out.append(_judge(stage, best, d, sizes, margin))

@@ -221,8 +221,10 @@ def crown_row_bounds(graph: Graph, C: torch.Tensor, region: Region, method: str 
     The row bound is the best of the default relaxation and of every lower slope at 0 and at 1
     (three one-row backward passes).
     """
-    bounds = intermediate_bounds(graph, region, BoundsConfig(), use_crown=method == "crown", fixed=known)
-    best = spec_bounds(graph, C, bounds, region)
+    lines: dict = {}
+    bounds = intermediate_bounds(graph, region, BoundsConfig(), use_crown=method == "crown", fixed=known,
+                                 lines=lines)
+    best = spec_bounds(graph, C, bounds, region, lines=lines)
     for fill in (0.0, 1.0):
         alphas = {n.name: torch.full((*C.shape[:2], *n.out_shape), fill, dtype=C.dtype, device=C.device)
                   for n in graph.nodes
