@@ -147,13 +147,15 @@ def _bound_rows(graph, name, idx, valid, n, like, bounds, region, lines, signs) 
 
 def spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box], region: Region,
                 alphas: dict[str, torch.Tensor] | None = None, extra: dict[str, torch.Tensor] | None = None,
-                trace: Trace | None = None, lines: dict[str, Lines] | None = None) -> torch.Tensor:
+                trace: Trace | None = None, lines: dict[str, Lines] | None = None,
+                extra_cols: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Lower bounds of ``C · y`` (``C``: ``(B, R, n_outputs)``) → ``(B, R)``; see
     :func:`~verifier.bounds.linear.backward_bound` for ``alphas``, ``extra``, ``trace`` and
     ``lines`` (relaxations cached by :func:`intermediate_bounds` over the same ``bounds``)."""
     B, R = C.shape[:2]
     A0 = C.reshape(B, R, *graph.output_full_shape)
-    return backward_bound(graph, graph.output_name, A0, bounds, region, alphas, extra, trace, lines)
+    return backward_bound(graph, graph.output_name, A0, bounds, region, alphas, extra, trace, lines,
+                          extra_cols=extra_cols)
 
 
 def interval_spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) -> torch.Tensor:
@@ -194,6 +196,8 @@ def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, ite
     """Adam on slopes α ∈ [0, 1] and split multipliers β >= 0 (``extra = β·sign`` at the named
     values); ``alphas``/``betas`` end holding, per row, the values of the best bound seen, and the
     returned ``(B, R)`` bound is recomputed with them."""
+    lines: dict[str, Lines] = {}  # default relaxations on the fixed bounds, shared by every step
+    support = {k: _support(sg) for k, sg in signs.items() if k in betas}
     keep_a = {k: v.detach().clone() for k, v in alphas.items()}
     keep_b = {k: v.detach().clone() for k, v in betas.items()}
     groups = [(list(alphas.values()), lr)]
@@ -203,7 +207,8 @@ def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, ite
     for _ in range(iterations):
         if time.monotonic() >= deadline or (done is not None and done(best)):
             break
-        lb = spec_bounds(graph, C, bounds, region, alphas, {k: b * signs[k] for k, b in betas.items()})
+        lb = spec_bounds(graph, C, bounds, region, alphas, _split_terms(betas, signs, support), lines=lines,
+                         extra_cols=support)
         if not lb.requires_grad:
             break
         improved = lb.detach() > best
@@ -222,7 +227,19 @@ def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, ite
         for store, kept in ((alphas, keep_a), (betas, keep_b)):
             for k in store:
                 store[k].copy_(kept[k])
-        return spec_bounds(graph, C, bounds, region, alphas, {k: b * signs[k] for k, b in betas.items()})
+        return spec_bounds(graph, C, bounds, region, alphas, _split_terms(betas, signs, support), lines=lines,
+                           extra_cols=support)
+
+
+def _support(sign: torch.Tensor) -> torch.Tensor:
+    """Indices of the last axis where the split signs ``(B, 1, *shape)`` are nonzero somewhere:
+    the only neurons a split multiplier reaches (structurally, whatever β's value)."""
+    return sign.reshape(-1, sign.shape[-1]).ne(0).any(0).nonzero().squeeze(1)
+
+
+def _split_terms(betas, signs, support) -> dict[str, torch.Tensor]:
+    """β-CROWN's coefficients ``β·sign`` at each split value, compact on ``support``."""
+    return {k: (b * signs[k]).index_select(-1, support[k]) for k, b in betas.items()}
 
 
 def _snapshot(kept: dict, current: dict, improved: torch.Tensor) -> None:

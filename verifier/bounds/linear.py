@@ -54,7 +54,8 @@ class Trace:
 def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str, Box], region: Region,
                    alphas: dict[str, torch.Tensor] | None = None,
                    extra: dict[str, torch.Tensor] | None = None, trace: Trace | None = None,
-                   lines: dict[str, Lines] | None = None, start_cols: torch.Tensor | None = None) -> torch.Tensor:
+                   lines: dict[str, Lines] | None = None, start_cols: torch.Tensor | None = None,
+                   extra_cols: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Lower bound of ``A0 · value(start)`` over ``region``: ``(B, R)``.
 
     ``bounds`` must hold bounds of the inputs of every activation and of every other
@@ -65,7 +66,8 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
 
     ``lines`` caches the default relaxation of each activation between passes over the same
     ``bounds`` (filled as needed). ``start_cols`` (int64 ``(m',)``): ``A0`` holds only these
-    indices of the start value's last axis, the others being zero.
+    indices of the start value's last axis, the others being zero; likewise ``extra_cols[name]``
+    for ``extra[name]``.
 
     Coefficients behind neurons whose lines are all zero (inactive ReLUs) are kept compact:
     only the live indices of the last axis travel to the affine op below when it can use them
@@ -75,10 +77,14 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
     cols: dict[str, torch.Tensor] = {} if start_cols is None else {start: start_cols}
     const = A0.new_zeros(A0.shape[:2])
     for node in graph.ancestors_in_reverse(start):
-        A = _pop(graph, pending, cols, node.name, keep_compact=_takes_columns(graph, node.name))
+        compact = _takes_columns(graph, node.name)
+        A = _pop(graph, pending, cols, node.name, keep_compact=compact)
         if extra and node.name in extra:
-            A = _dense(graph, node.name, A, cols.pop(node.name, None))
-            A = extra[node.name] if A is None else A + extra[node.name]
+            A, live = _add(A, cols.pop(node.name, None), extra[node.name], (extra_cols or {}).get(node.name))
+            if live is not None and compact:
+                cols[node.name] = live
+            else:
+                A = _dense(graph, node.name, A, live)
         if A is None:
             continue
         op = graph.ops[node.name]
@@ -139,6 +145,30 @@ def _dense(graph: Graph, name: str, A: torch.Tensor | None, live: torch.Tensor |
     return full.index_copy(-1, live, A)
 
 
+def _add(A: torch.Tensor | None, live: torch.Tensor | None, E: torch.Tensor, e_live: torch.Tensor | None):
+    """``A + E`` for coefficients compact on ``live`` / ``e_live`` (``None``: full last axis):
+    returns the sum and its live indices (the union; ``None`` when either was full)."""
+    if A is None:
+        return E, e_live
+    if live is None or e_live is None:
+        n = (A if live is None else E).shape[-1]
+        return _widen(A, live, n) + _widen(E, e_live, n), None
+    union = torch.unique(torch.cat([live, e_live]))
+    return _place(A, live, union) + _place(E, e_live, union), union
+
+
+def _widen(A: torch.Tensor, live: torch.Tensor | None, n: int | None) -> torch.Tensor:
+    """``A`` on its full last axis of length ``n`` (unchanged when ``live`` is ``None``)."""
+    if live is None:
+        return A
+    return A.new_zeros(*A.shape[:-1], n).index_copy(-1, live, A)
+
+
+def _place(A: torch.Tensor, live: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+    """``A`` compact on ``live`` re-laid on the sorted superset ``union``."""
+    return A.new_zeros(*A.shape[:-1], union.numel()).index_copy(-1, torch.searchsorted(union, live), A)
+
+
 def _accumulate(graph: Graph, pending, cols, name: str, A: torch.Tensor, live: torch.Tensor | None) -> None:
     """Add ``A`` (compact on ``live`` when given) to the pending coefficients of ``name``."""
     if name not in pending:
@@ -153,11 +183,14 @@ def _accumulate(graph: Graph, pending, cols, name: str, A: torch.Tensor, live: t
 def _lines(op: Activation, box: Box, alpha, cache: dict[str, "Lines"] | None, name: str) -> "Lines":
     """The relaxation of ``op`` on ``box`` for one backward step, from ``cache`` when the
     default relaxation (no ``alpha``) was prepared before."""
-    if alpha is not None or cache is None:
+    if cache is None:
         return Lines.of(op, box, alpha)
     if name not in cache:
         cache[name] = Lines.of(op, box, None)
-    return cache[name]
+    if alpha is None:
+        return cache[name]
+    live = cache[name].live if op.dead_for_every_alpha else None
+    return Lines.of(op, box, alpha, live)
 
 
 @dataclass(frozen=True)
@@ -174,15 +207,19 @@ class Lines:
     live: torch.Tensor | None
 
     @staticmethod
-    def of(op: Activation, box: Box, alpha: torch.Tensor | None) -> "Lines":
-        """The lines of ``op`` on ``box`` (each ``(B, *shape)``). Restricted to the live neurons
+    def of(op: Activation, box: Box, alpha: torch.Tensor | None, live: torch.Tensor | None = None) -> "Lines":
+        """The lines of ``op`` on ``box`` (each ``(B, *shape)``). The live neurons are searched
         only for the default relaxation (made once per bounds and cached): with ``alpha``
-        (``(B, R, *shape)``, new each optimisation step) the search would cost more than it saves."""
+        (``(B, R, *shape)``, new each optimisation step) the search would cost more than it
+        saves, and only a known ``live`` set (valid for every ``alpha``) restricts them."""
         lo, hi = box[0].unsqueeze(1), box[1].unsqueeze(1)
+        if alpha is not None:
+            if live is not None:
+                lo, hi, alpha = (t.index_select(-1, live) for t in (lo, hi, alpha))
+            lw, lb, uw, ub = op.relax(lo, hi, alpha)
+            return Lines(lw, uw - lw, lb, ub - lb, live)
         lw, lb, uw, ub = op.relax(lo, hi, alpha)
         gap_w, gap_b = uw - lw, ub - lb
-        if alpha is not None:
-            return Lines(lw, gap_w, lb, gap_b, None)
         lw, lb, gap_w, gap_b = torch.broadcast_tensors(lw, lb, gap_w, gap_b)
         live = _live_indices((lw, gap_w, lb, gap_b))
         if live is not None:

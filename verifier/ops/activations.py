@@ -52,6 +52,8 @@ def _piecewise_linear_relu(lo, hi, alpha, neg_slope: float):
 
 @register("Relu")
 class Relu(Activation):
+    dead_for_every_alpha = True  # inactive neurons (hi <= 0) get slope 0 whatever alpha says
+
     def fn(self, x):
         return torch.relu(x)
 

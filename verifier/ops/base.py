@@ -137,3 +137,8 @@ class Activation(Op):
     def alpha_shape_ok(self) -> bool:
         """Whether ``relax`` uses ``alpha`` (optimisable by α-CROWN)."""
         return False
+
+    # True when every neuron whose default lines (``alpha=None``) are all zero has all-zero
+    # lines for every ``alpha`` too (ReLU: the inactive neurons), so the live neurons found
+    # once on the default lines serve every α-CROWN step.
+    dead_for_every_alpha = False
