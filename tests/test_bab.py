@@ -10,10 +10,13 @@ import torch
 from onnx import helper
 
 import verifier
-from verifier.config import BabConfig
+from verifier.config import BabConfig, BoundsConfig
 from verifier.spec.vnnlib import parse_vnnlib_text
 
 from conftest import benchmark_path, ort_forward
+
+# Without the layer-optimised intermediate bounds, so that the mnist cases below reach ReLU splitting.
+NO_LAYERS = BoundsConfig(layer_alpha_iterations=0)
 
 
 def _acas(net: str, prop: int):
@@ -50,7 +53,7 @@ def test_relu_split_mnist_published_verdicts():
     model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"))
     unsat = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
     sat = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_2_0.03.vnnlib"), model)
-    assert verifier.verify(model, unsat, timeout=60, bab=BabConfig(strategy="relu")).verdict == "unsat"
+    assert verifier.verify(model, unsat, timeout=60, bab=BabConfig(strategy="relu"), bounds=NO_LAYERS).verdict == "unsat"
     found = verifier.verify(model, sat, timeout=60)
     assert found.verdict == "sat"
     _assert_confirmed(model, sat, found)
@@ -167,7 +170,7 @@ def test_relu_split_out_of_memory_on_one_domain_is_unknown_with_reason(monkeypat
     model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"))
     prop = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
     _failing_above(monkeypatch, br, "_bound", lambda prob, states, *a: next(iter(states.values())).shape[0], 0)
-    result = verifier.verify(model, prop, timeout=30, bab=BabConfig(strategy="relu"))
+    result = verifier.verify(model, prop, timeout=30, bab=BabConfig(strategy="relu"), bounds=NO_LAYERS)
     assert result.verdict == "unknown"
     assert "out of memory" in result.reason
 
@@ -179,7 +182,7 @@ def test_relu_split_halves_keep_the_verdict(monkeypatch):
     prop = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
     sizes = _failing_above(monkeypatch, br, "_bound", lambda prob, states, *a: next(iter(states.values())).shape[0],
                            1)
-    result = verifier.verify(model, prop, timeout=60, bab=BabConfig(strategy="relu"))
+    result = verifier.verify(model, prop, timeout=60, bab=BabConfig(strategy="relu"), bounds=NO_LAYERS)
     assert result.verdict == "unsat", result.reason
     big = sizes.index(max(sizes))
     assert max(sizes) > 1 and sizes[big + 1] == max(sizes) // 2

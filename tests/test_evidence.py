@@ -23,7 +23,7 @@ from onnx import numpy_helper
 
 from conftest import MODELS_DIR, SPECS_DIR, benchmark_path, build_onnx, ort_forward
 from verifier import api
-from verifier.config import VerifyConfig
+from verifier.config import BoundsConfig, VerifyConfig
 from verifier.evidence import check_leaves as lv
 from verifier.evidence.check import check_report
 from verifier.evidence.check_bounds import InputSet, SoundBounds
@@ -34,11 +34,12 @@ from verifier.spec.robustness import robustness_property
 
 
 # ---- making reports -------------------------------------------------------------------------
-def make_report(folder: Path, name: str, model, spec=None, prop=None, timeout: float = 60.0) -> Path:
+def make_report(folder: Path, name: str, model, spec=None, prop=None, timeout: float = 60.0,
+                bounds: BoundsConfig | None = None) -> Path:
     """Verify ``model`` against ``spec`` (a file) or ``prop`` (embedded) and write the report."""
     graph = api.load_model(model)
     prop = prop if prop is not None else api.load_property(spec, graph)
-    config = VerifyConfig(timeout=timeout)
+    config = VerifyConfig(timeout=timeout, bounds=bounds or BoundsConfig())
     started = time.time()
     result = api.verify(graph, prop, config=config)
     path = folder / f"{name}.json"
@@ -107,7 +108,16 @@ def reports(tmp_path_factory) -> dict:
         "acas_mixed": lambda: acas_report(folder, "acas_mixed", "3_7", 1),  # CROWN and α leaves in one cover
         "acas_combined": lambda: acas_report(folder, "acas_combined", "1_1", 3),  # leaves closed by row weights
         "mnist": lambda: make_report(folder, "mnist", benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"),
-                                     benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), timeout=120),
+                                     benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), timeout=120,
+                                     bounds=BoundsConfig(layer_alpha_iterations=0)),  # a plain split tree
+        # closed by α-CROWN once the intermediate layers are optimised (no branching)
+        "mnist_layers": lambda: make_report(folder, "mnist_layers", benchmark_path("mnist_fc_2022", "onnx",
+                                                                                   "mnist-net_256x2.onnx"),
+                                            benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), timeout=120),
+        # a split tree whose root bounds are the layer-optimised ones
+        "mnist_layers_split": lambda: make_report(folder, "mnist_layers_split", benchmark_path(
+            "mnist_fc_2022", "onnx", "mnist-net_256x4.onnx"), benchmark_path("mnist_fc_2022", "vnnlib",
+                                                                              "prop_3_0.05.vnnlib"), timeout=120),
     }
 
     class Lazy(dict):
@@ -122,9 +132,10 @@ def reports(tmp_path_factory) -> dict:
 EXPECTED = {"mlp_sat": "sat", "mlp_unsat": "unsat", "cnn_sat": "sat", "cnn_alpha": "unsat", "test_sat": "sat",
             "test_unsat": "unsat", "acas": "unsat", "acas_deep": "unsat", "acas_mixed": "unsat",
             "acas_combined": "unsat",
-            "mnist": "unsat"}
+            "mnist": "unsat", "mnist_layers": "unsat", "mnist_layers_split": "unsat"}
 LEAF_KIND = {"mlp_unsat": "region", "cnn_alpha": "region", "test_unsat": "region", "acas": "box", "acas_deep": "box",
-             "acas_mixed": "box", "acas_combined": "box", "mnist": "split"}
+             "acas_mixed": "box", "acas_combined": "box", "mnist": "split", "mnist_layers": "region",
+             "mnist_layers_split": "split"}
 
 
 # ---- honest reports pass --------------------------------------------------------------------
@@ -606,3 +617,26 @@ def test_box_leaves_record_bisection_paths_and_bad_paths_fail(reports, tmp_path)
     bad = copy_report(path, tmp_path / "bad")
     edit_sidecar(bad, lambda a: a.__setitem__(group["prefix"] + "path", np.full_like(paths, 7)))
     assert any("well formed" in name for name in failed(bad))
+
+
+# ---- intermediate bounds optimised layer by layer ------------------------------------------
+@pytest.mark.parametrize("name", ["mnist_layers", "mnist_layers_split"])
+def test_layer_slopes_are_recorded_and_needed(reports, tmp_path, name):
+    """Proofs that rest on layer-optimised intermediate bounds record the slopes; the checker
+    recomputes those bounds from them, and without them the same leaves no longer check."""
+    report = load_report(reports[name])
+    (entry,) = report["evidence"]["intermediate"]
+    assert entry["case"] == 0 and entry["values"]
+    items = {i.name: i.ok for i in check_report(str(reports[name])).items}
+    assert items["intermediate-layer slopes well formed"] is True
+    stripped = copy_report(reports[name], tmp_path / "stripped")
+    edit_json(stripped, lambda d: d["evidence"].pop("intermediate"))
+    assert any("re-bounded above the margin" in item for item in failed(stripped))
+
+
+def test_malformed_layer_slopes_fail_cleanly(reports, tmp_path):
+    """Neuron indices out of range are reported as a failed item, not a crash."""
+    bad = copy_report(reports["mnist_layers"], tmp_path / "bad")
+    prefix = load_report(bad)["evidence"]["intermediate"][0]["values"][0]["prefix"]
+    edit_sidecar(bad, lambda a: a.__setitem__(prefix + "rows", a[prefix + "rows"] + 10_000))
+    assert "intermediate-layer slopes well formed" in failed(bad)

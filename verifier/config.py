@@ -26,6 +26,10 @@ class BoundsConfig:
     solver: str = "HIGHS"
     alpha_iterations: int = 20
     alpha_lr: float = 0.25
+    layer_alpha_iterations: int = 20  # α-CROWN steps per intermediate layer (its unstable neurons' own
+                                      # slopes) when plain α-CROWN leaves a case open; 0 turns it off
+    layer_alpha_min_inputs: int = 17  # ... only for inputs of at least this size (ReLU-split BaB next)
+    layer_alpha_share: float = 0.3    # ... using at most this share of the time left
     max_batch_elements: int = 1 << 26  # cap on elements of one coefficient tensor (memory)
     dtype: str = "float64"       # precision of bounds that decide proofs (float64 | float32)
 

@@ -249,13 +249,15 @@ def _snapshot(kept: dict, current: dict, improved: torch.Tensor) -> None:
         kept[k] = torch.where(mask, v.detach(), kept[k])
 
 
-def _initial_alphas(graph: Graph, C: torch.Tensor, bounds: dict[str, Box]) -> dict[str, torch.Tensor]:
-    """One slope parameter per (region, row, neuron) of every optimisable activation."""
+def _initial_alphas(graph: Graph, C: torch.Tensor, bounds: dict[str, Box],
+                    names: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """One slope parameter per (region, row, neuron) of every optimisable activation (of those
+    in ``names`` when given)."""
     alphas = {}
     B, R = C.shape[:2]
     for node in graph.nodes:
         op = graph.ops[node.name]
-        if not isinstance(op, Activation) or not op.alpha_shape_ok():
+        if not isinstance(op, Activation) or not op.alpha_shape_ok() or (names is not None and node.name not in names):
             continue
         lo, hi = bounds[node.inputs[0]]
         if isinstance(op, _PIECEWISE):

@@ -42,13 +42,15 @@ def choose_strategy(graph: Graph, requested: str) -> str:
 
 
 def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config: VerifyConfig,
-            deadline: float, progress) -> BabOutcome:
-    """Close every open case by branching, or find a confirmed counterexample."""
+            deadline: float, progress, roots: dict | None = None) -> BabOutcome:
+    """Close every open case by branching, or find a confirmed counterexample. ``roots``: by case,
+    intermediate bounds to start ReLU splitting from (those the case's evidence records)."""
     strategy = choose_strategy(graph, config.bab.strategy)
     work = graph
     leaves, domains, open_left, worst, notes = [], 0, [], float("inf"), []
     for i in open_cases:
-        out = _run_case(work, prop.cases[i], i, runner, config, deadline, progress, strategy)
+        out = _run_case(work, prop.cases[i], i, runner, config, deadline, progress, strategy,
+                        (roots or {}).get(i))
         domains += out.domains_bounded
         notes.extend(f"case {i}: {n}" for n in out.notes)
         if out.counterexample is not None:
@@ -66,15 +68,15 @@ def run_bab(graph: Graph, prop: Property, open_cases: list[int], runner, config:
                       bounds={"open_cases": open_left, "best_global_bound": worst})
 
 
-def _run_case(graph, case, index, runner, config, deadline, progress, strategy) -> SplitOutcome:
+def _run_case(graph, case, index, runner, config, deadline, progress, strategy, root=None) -> SplitOutcome:
     """One case's search; running out of memory on a single sub-domain leaves the case open."""
     try:
-        return _search_case(graph, case, index, runner, config, deadline, progress, strategy)
+        return _search_case(graph, case, index, runner, config, deadline, progress, strategy, root)
     except ResourceError as e:
         return SplitOutcome(case_index=index, reason=str(e))
 
 
-def _search_case(graph, case, index, runner, config, deadline, progress, strategy) -> SplitOutcome:
+def _search_case(graph, case, index, runner, config, deadline, progress, strategy, root=None) -> SplitOutcome:
     if any(conj.C.shape[0] == 0 for conj in case.unsafe):
         return SplitOutcome(case_index=index, reason="a disjunct with no output constraint makes every "
                             "input unsafe, but no input was confirmed by onnxruntime")
@@ -82,4 +84,4 @@ def _search_case(graph, case, index, runner, config, deadline, progress, strateg
         return input_split(graph, case, index, runner, config, deadline, progress)
     from verifier.engines.bab_relu import relu_split
 
-    return relu_split(graph, case, index, runner, config, deadline, progress)
+    return relu_split(graph, case, index, runner, config, deadline, progress, root)

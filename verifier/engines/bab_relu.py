@@ -57,7 +57,7 @@ class _Store:
     def pop(self, k: int):
         order = torch.argsort(self.score)
         take, keep = order[:k], order[k:]
-        out = ({n: s[take] for n, s in self.states.items()}, self.choice[take])
+        out = ({n: s[take] for n, s in self.states.items()}, self.choice[take], self.score[take])
         self.states = {n: s[keep] for n, s in self.states.items()}
         self.score, self.choice = self.score[keep], self.choice[keep]
         return out
@@ -69,12 +69,13 @@ class _Store:
 
 
 def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig, deadline: float,
-               progress) -> SplitOutcome:
+               progress, root: dict | None = None) -> SplitOutcome:
     """Branch on ReLU neurons until every domain is closed, a counterexample is confirmed, or
-    time runs out."""
+    time runs out. ``root``: the case's intermediate bounds when already computed (e.g. optimised
+    layer by layer); plain CROWN bounds otherwise."""
     out = SplitOutcome(case_index=case_index)
     try:
-        prob = _setup(graph, case, case_index, runner, config, deadline)
+        prob = _setup(graph, case, case_index, runner, config, deadline, root)
     except DeadlineReached:
         out.reason = "time limit reached while bounding the root"
         return _finish(None, out)
@@ -85,9 +86,11 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
               for a, p in prob.relus.items()}
     store = _Store({n: s[:0] for n, s in states.items()}, torch.zeros(0, dtype=graph.dtype, device=graph.device),
                    torch.zeros(0, 2, dtype=torch.long, device=graph.device))
-    last = time.monotonic()
+    last, inherited = time.monotonic(), None
     while True:
         score, choice, cex, params = _bound_fitting(prob, states, config, out, deadline)
+        if inherited is not None:  # a parent's bound holds on its children (and never closes one:
+            score = torch.maximum(score, inherited)  # parents are open); helps when time cut the optimisation
         if cex is not None:
             out.counterexample = cex
             return out
@@ -98,8 +101,8 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
             last = time.monotonic()
             progress(f"relu split: {len(store)} open, {out.domains_bounded} bounded, "
                      f"worst bound {float(store.score.min()):.4g}")
-        parents, parent_choice = store.pop(max(1, config.bab.batch // 2))
-        states = _children(prob, parents, parent_choice)
+        parents, parent_choice, parent_score = store.pop(max(1, config.bab.batch // 2))
+        states, inherited = _children(prob, parents, parent_choice), torch.cat([parent_score, parent_score])
     if len(store) > config.bab.max_domains:
         out.reason = f"domain store reached its cap of {config.bab.max_domains} sub-domains"
     return _finish(store, out)
@@ -115,10 +118,11 @@ def _finish(store, out: SplitOutcome) -> SplitOutcome:
     return out
 
 
-def _setup(graph: Graph, case, case_index, runner, config: VerifyConfig, deadline: float) -> _Problem:
+def _setup(graph: Graph, case, case_index, runner, config: VerifyConfig, deadline: float, root=None) -> _Problem:
     region = case_region(graph, case)
-    with torch.no_grad():
-        root = intermediate_bounds(graph, region, config.bounds, deadline=deadline)
+    if root is None:
+        with torch.no_grad():
+            root = intermediate_bounds(graph, region, config.bounds, deadline=deadline)
     relus = {n.name: n.inputs[0] for n in graph.nodes if isinstance(graph.ops[n.name], (Relu, LeakyRelu))}
     rows = RowSpec.of(case, graph.n_outputs, graph.dtype, graph.device)
     unsafe = UnsafeSet(case, graph.n_outputs, graph.dtype, graph.device)

@@ -1,4 +1,5 @@
-"""Incomplete verification of one case: interval → CROWN → α-CROWN, each only if needed."""
+"""Incomplete verification of one case: interval → CROWN → α-CROWN → α-CROWN on intermediate
+bounds optimised layer by layer, each only if needed."""
 from __future__ import annotations
 
 import time
@@ -26,6 +27,8 @@ class CaseBounds:
     excluded: list[bool]          # per disjunct: some row's lower bound > margin
     multipliers: dict | None = None  # α-CROWN slopes that give these bounds
     note: str = ""                # why escalation stopped early (e.g. out of memory in the next stage)
+    layers: dict | None = None    # value name → LayerSlopes of the optimised intermediate bounds used
+    root: dict | None = None      # those intermediate bounds (torch, batch of one), for branch and bound
 
     @property
     def proven(self) -> bool:
@@ -88,7 +91,37 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
             break
         if done:
             break
+    if method == "alpha-crown" and not out[-1].proven and out[-1].method == "alpha-crown":
+        try:
+            _layer_stage(graph, region, C, d, sizes, config, margin, deadline, out)
+        except Exception as e:  # out of memory: keep the plain α-CROWN bounds, say why
+            if not is_out_of_memory(e):
+                raise
+            free_memory()
+            out[-1].note = "out of memory optimising the intermediate layers; kept the alpha-crown bounds"
     return out
+
+
+def _layer_stage(graph, region, C, d, sizes, config: BoundsConfig, margin, deadline, out) -> None:
+    """α-CROWN again, on intermediate bounds whose neurons got their own optimised slopes
+    (:func:`~verifier.bounds.crown_layers.layer_optimised_bounds`), for inputs large enough
+    that ReLU-split branch and bound (which starts from these bounds) comes next; the layers get
+    at most ``config.layer_alpha_share`` of the time left."""
+    from verifier.bounds.crown_layers import layer_optimised_bounds
+
+    now = time.monotonic()
+    if config.layer_alpha_iterations <= 0 or graph.n_inputs < config.layer_alpha_min_inputs or now >= deadline:
+        return
+    bounds, slopes = layer_optimised_bounds(graph, region, config, now + config.layer_alpha_share * (deadline - now))
+    if not slopes:
+        return
+    done = lambda lb: _judge("alpha-crown", lb, d, sizes, margin).proven  # noqa: E731
+    params: dict = {}
+    best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, done=done, params_out=params)
+    judged = _judge("alpha-crown-layers", best, d, sizes, margin)
+    judged.multipliers = {"alpha": {k: v[0].double().cpu().numpy() for k, v in params.items()}}
+    judged.layers, judged.root = slopes, bounds
+    out.append(judged)
 
 
 def _stage(graph, stage, region, C, d, sizes, bounds, best, config, margin, deadline, out):

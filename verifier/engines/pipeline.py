@@ -46,10 +46,11 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
         return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
     if config.bounds.method in ("lp", "milp"):
         return _solver_method(prover, prop, config, runner, deadline, trail, started, progress)
-    open_cases, leaves, worst = _bound_cases(prover, prop, config, deadline, trail, progress)
+    open_cases, leaves, worst, layered = _bound_cases(prover, prop, config, deadline, trail, progress)
     known = {"open_cases": open_cases, "best_global_bound": worst}
+    layers = {i: cb.layers for i, cb in layered.items()}
     if not open_cases:
-        cert = Certificate("sound", "bound propagation", {"leaves": leaves})
+        cert = Certificate("sound", "bound propagation", {"leaves": leaves, "layers": layers})
         return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
     attack_deadline = min(deadline, time.monotonic() + ATTACK_SHARE * config.timeout)
     cex = _attack(graph, [prop.cases[i] for i in open_cases], runner, config.attack, attack_deadline,
@@ -60,13 +61,14 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
         from verifier.engines.bab import run_bab
 
         progress(f"branch and bound on {len(open_cases)} open case(s)")
-        outcome = run_bab(prover, prop, open_cases, runner, config, deadline, progress)
+        outcome = run_bab(prover, prop, open_cases, runner, config, deadline, progress,
+                          roots={i: cb.root for i, cb in layered.items()})
         trail.append(outcome.trail_entry(time.monotonic() - started))
         if outcome.counterexample is not None:
             return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime",
                           counterexample=outcome.counterexample)
         if outcome.proven:
-            cert = Certificate("sound", "branch and bound", {"leaves": leaves + outcome.leaves})
+            cert = Certificate("sound", "branch and bound", {"leaves": leaves + outcome.leaves, "layers": layers})
             return finish(Status.VERIFIED, "every sub-domain closed", certificate=cert)
         if time.monotonic() >= deadline:
             return finish(Status.TIMEOUT, outcome.reason, bounds=outcome.bounds)
@@ -107,9 +109,10 @@ def _attack(graph, cases, runner, cfg, deadline, seed, name, trail, started, pro
 
 
 def _bound_cases(graph, prop, config, deadline, trail, progress):
-    """Bound every case; returns the indices left open, the leaves that closed and the weakest
-    bound among the open cases (-inf for a case never bounded)."""
-    open_cases, leaves, worst = [], [], float("inf")
+    """Bound every case; returns the indices left open, the leaves that closed, the weakest
+    bound among the open cases (-inf for a case never bounded) and, by case, the last stage
+    when it optimised intermediate layers (its slopes back the case's whole-region bounds)."""
+    open_cases, leaves, worst, layered = [], [], float("inf"), {}
     for i, case in enumerate(prop.cases):
         if time.monotonic() >= deadline:
             open_cases.append(i)
@@ -121,9 +124,11 @@ def _bound_cases(graph, prop, config, deadline, trail, progress):
         for st in stages:
             note = {"note": st.note} if st.note else {}
             trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst(), **note})
+        if stages[-1].layers:
+            layered[i] = stages[-1]
         if stages[-1].proven:
             leaves.append(Leaf(i, stages[-1].method, stages[-1].worst(), multipliers=stages[-1].multipliers))
         else:
             open_cases.append(i)
             worst = min(worst, stages[-1].worst())
-    return open_cases, leaves, worst
+    return open_cases, leaves, worst, layered

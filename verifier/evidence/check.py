@@ -26,7 +26,7 @@ import numpy as np
 
 from verifier.errors import InputError
 from verifier.evidence.check_exact import exact_item
-from verifier.evidence.check_groups import _box_alphas, _box_lambdas, _box_paths, _group_data, is_exact
+from verifier.evidence.check_groups import _box_alphas, _box_lambdas, _box_paths, _group_data, is_exact, layer_slopes
 from verifier.evidence.report import as_float, load_report, load_sidecar, sha256_file
 
 _SMOOTHING_REACH_NAMES = frozenset({"check_smoothing", "check_reach"})
@@ -259,6 +259,11 @@ def check_proof(report: dict, arrays: dict, prop, model_path: Path, out: CheckOu
     out.add("ops pass the self-test (affine adjoints, pooling lines)", not failed,
             ", ".join(failed) or f"{len(graph.nodes)} nodes")
     _check_samples(sb, prop, model_path, out)
+    problems: list[str] = []
+    layers = layer_slopes(report["evidence"], arrays, sb.g, problems)
+    if report["evidence"].get("intermediate"):
+        out.add("intermediate-layer slopes well formed", not problems, "; ".join(problems[:3]) or
+                f"{sum(len(v) for v in layers.values())} optimised values")
     by_case: dict[int, list] = {}
     for g in report["evidence"].get("groups") or []:
         if out.add(f"leaf group {g['prefix']} names a case of the property", 0 <= int(g["case"]) < len(prop.cases),
@@ -268,11 +273,12 @@ def check_proof(report: dict, arrays: dict, prop, model_path: Path, out: CheckOu
                 by_case.setdefault(int(g["case"]), []).append((g, d))
     with torch.no_grad():
         for c, case in enumerate(prop.cases):
-            _check_case(sb, c, case, by_case.get(c, []), margin, out)
+            _check_case(sb, c, case, by_case.get(c, []), margin, out, layers.get(c))
 
 
-def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome) -> None:
-    """One case: a whole-region leaf, a box cover or a complete split tree, every leaf bounded."""
+def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome, layers=None) -> None:
+    """One case: a whole-region leaf, a box cover or a complete split tree, every leaf bounded.
+    ``layers``: the case's intermediate-layer slopes, used wherever the whole region is bounded."""
     from verifier.evidence import check_leaves as lv
     from verifier.evidence.check_tree import box_tree
 
@@ -281,7 +287,7 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         return
     for g, d in groups:
         if g["kind"] == "region":
-            _leaf_item(out, g, lv.region_scores(sb, case, d["alpha"], margin).numpy(), margin)
+            _leaf_item(out, g, lv.region_scores(sb, case, d["alpha"], margin, layers).numpy(), margin)
     if "region" in kinds:
         out.add(f"case {c} covered", True, "a leaf bounds the whole region")
         return
@@ -302,7 +308,7 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
     if split:
         ok, note = lv.splits_cover([s for _, d in split for s in d["splits"]])
         out.add(f"case {c} covered by its split tree", ok, note)
-        root = sb.intermediate(lv.case_inputs(sb, case))
+        root = sb.intermediate(lv.case_inputs(sb, case), layers=layers)
         for g, d in split:
             _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"], margin).numpy(),
                        margin)

@@ -141,11 +141,13 @@ class SoundBounds:
         """Interval bounds of every value: name → ``(lo, hi)`` ``(B, *shape)``."""
         return self.intermediate(inputs, crown=False)
 
-    def intermediate(self, inputs: InputSet, crown: bool = True, fixed: dict[str, Box] | None = None
-                     ) -> dict[str, Box]:
+    def intermediate(self, inputs: InputSet, crown: bool = True, fixed: dict[str, Box] | None = None,
+                     layers: dict | None = None) -> dict[str, Box]:
         """Interval bounds of every value, intersected with ``fixed`` (valid bounds known from a
         larger domain, ``(B, *shape)``) and tightened by CROWN at every affine value that feeds
-        a nonlinear op (only unstable neurons when all consumers are ReLU-like)."""
+        a nonlinear op (only unstable neurons when all consumers are ReLU-like), then, for the
+        values in ``layers`` (name → ``(rows (r,), {activation: slopes (2r, *shape)})``), by
+        CROWN with those slopes on those neurons (any slopes give valid bounds)."""
         bounds: dict[str, Box] = {self.g.input_name: (inputs.lower, inputs.upper)}
         for node in self.g.nodes:
             lo, hi = self._node_interval(node, bounds)
@@ -154,8 +156,27 @@ class SoundBounds:
             exact = node.name in self.input_affine and inputs.center is None
             if crown and node.name in self.needs and not exact:
                 lo, hi = self._tighten(node.name, lo, hi, bounds, inputs)
+                if layers and node.name in layers:
+                    lo, hi = self._tighten_with_slopes(node.name, lo, hi, bounds, inputs, *layers[node.name])
             bounds[node.name] = (lo, hi)
         return bounds
+
+    def _tighten_with_slopes(self, name: str, lo, hi, bounds, inputs: InputSet, rows, slopes: dict) -> Box:
+        """Intersect ``lo, hi`` ``(B, *shape)`` with CROWN bounds of the neurons ``rows`` (flat,
+        ``(r,)``) computed with the given slopes ``(2r, *shape_j)`` (rows ``< r``: lower bounds)."""
+        B = lo.shape[0]
+        flo, fhi = lo.reshape(B, -1).clone(), hi.reshape(B, -1).clone()
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        r = idx.numel()
+        unit = torch.zeros(r, flo.shape[1], dtype=torch.float64)
+        unit[torch.arange(r), idx] = 1.0
+        A0 = torch.cat([unit, -unit]).reshape(1, 2 * r, *lo.shape[1:]).expand(B, -1, *lo.shape[1:])
+        alphas = {k: torch.as_tensor(a, dtype=torch.float64).unsqueeze(0).expand(B, *a.shape)
+                  for k, a in slopes.items()}
+        both = self.backward(name, A0, bounds, inputs, alphas)
+        flo[:, idx] = torch.maximum(flo[:, idx], both[:, :r])
+        fhi[:, idx] = torch.minimum(fhi[:, idx], -both[:, r:])
+        return flo.reshape(lo.shape), fhi.reshape(hi.shape)
 
     def _tighten(self, name: str, lo, hi, bounds, inputs: InputSet) -> Box:
         B = lo.shape[0]

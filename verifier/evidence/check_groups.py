@@ -120,3 +120,38 @@ def _split_data(g: dict, arrays: dict, graph, d: dict, L: int) -> None:
 
 def _numel(shape) -> int:
     return int(np.prod(shape)) if len(shape) else 1
+
+
+_SLOPE_OPS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Exp")
+
+
+def layer_slopes(evidence: dict, arrays: dict, graph, problems: list) -> dict[int, dict]:
+    """The recorded slopes of layer-optimised intermediate bounds, validated: case → value name →
+    ``(rows (r,) int64, {activation: slopes (2r, *shape)})``. Entries that do not fit the graph
+    are reported in ``problems`` and dropped (only tighter bounds could come from them)."""
+    out: dict[int, dict] = {}
+    for entry in evidence.get("intermediate") or []:
+        case = int(entry.get("case", -1))
+        for v in entry.get("values") or []:
+            name, p = v.get("value"), v.get("prefix", "")
+            rows = np.asarray(arrays.get(p + "rows", np.zeros((0,))))
+            if name not in graph.node_by_name or rows.ndim != 1 or rows.dtype.kind not in "iu":
+                problems.append(f"layer slopes {p!r} name no value or carry no neuron indices")
+                continue
+            n = int(np.prod(graph.shape_of(name)))
+            if rows.size == 0 or rows.min() < 0 or rows.max() >= n or np.unique(rows).size != rows.size:
+                problems.append(f"layer slopes {p!r}: neuron indices out of range or repeated")
+                continue
+            alphas, ok = {}, True
+            for j, act in enumerate(v.get("activations") or []):
+                a = np.asarray(arrays.get(f"{p}alpha.{j}", np.zeros((0,))))
+                node = graph.node_by_name.get(act)
+                if (node is None or node.op not in _SLOPE_OPS or a.shape != (2 * rows.size, *graph.shape_of(act))
+                        or not np.all(np.isfinite(a))):
+                    problems.append(f"layer slopes {p!r}: slopes of {act!r} have shape {a.shape} or name no activation")
+                    ok = False
+                    break
+                alphas[act] = a
+            if ok:
+                out.setdefault(case, {})[name] = (rows.astype(np.int64), alphas)
+    return out

@@ -117,13 +117,15 @@ def _chunk(sb: SoundBounds, rows: int, tighten: bool) -> int:
     return max(1, ELEMENT_BUDGET // 4 // (width * max(rows, width if tighten else 1)))
 
 
-def region_scores(sb: SoundBounds, case, alphas: dict, margin: float = math.inf) -> torch.Tensor:
-    """Scores of whole-region leaves (one per entry of the α batch, or one) → ``(D,)``."""
+def region_scores(sb: SoundBounds, case, alphas: dict, margin: float = math.inf,
+                  layers: dict | None = None) -> torch.Tensor:
+    """Scores of whole-region leaves (one per entry of the α batch, or one) → ``(D,)``;
+    ``layers``: the case's recorded intermediate-layer slopes (see ``SoundBounds.intermediate``)."""
     rows = CaseRows.of(case)
     alphas = {k: torch.as_tensor(v) for k, v in alphas.items()}
     D = next(iter(alphas.values())).shape[0] if alphas else 1
     one = case_inputs(sb, case)
-    bounds = expand_bounds(sb.intermediate(one), D)
+    bounds = expand_bounds(sb.intermediate(one, layers=layers), D)
     inputs = InputSet(one.lower.expand(D, *one.lower.shape[1:]), one.upper.expand(D, *one.upper.shape[1:]),
                       None if one.center is None else one.center.expand(D, -1), one.radius)
     return _scores(sb, rows, inputs, bounds, alphas, margin=margin)

@@ -27,7 +27,8 @@ import numpy as np
 from verifier.errors import InputError
 from verifier.evidence.report_json import dumps, file_entry, iso_time, jsonable, sha256_file
 from verifier.evidence.report_json import as_float  # noqa: F401  (re-exported for the checker and the renderer)
-from verifier.evidence.report_sections import Arrays, counterexample_section, proof_section, property_entry
+from verifier.evidence.report_sections import (Arrays, counterexample_section, layers_section, proof_section,
+                                               property_entry)
 from verifier.evidence.report_sections import embed_property, property_summary  # noqa: F401  (re-exported)
 
 SCHEMA = "verifier.evidence/1"
@@ -76,7 +77,8 @@ def build_report(result, model_path, prop, config, graph=None, property_path=Non
             arrays["cex.region_lower"], arrays["cex.region_upper"] = region.lower, region.upper
     elif result.certificate is not None and "leaves" in result.certificate.data:
         report["evidence"] = {"certificate": result.certificate.kind, "method": result.certificate.method,
-                              **proof_section(result.certificate.data["leaves"], arrays)}
+                              **proof_section(result.certificate.data["leaves"], arrays),
+                              **layers_section(result.certificate.data.get("layers") or {}, arrays)}
     else:
         report["evidence"] = {"kind": "none"}
     return report, arrays

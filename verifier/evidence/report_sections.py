@@ -128,3 +128,22 @@ def _store_splits(members: list, arrays: Arrays, p: str) -> list[str]:
             node[r, c], index[r, c], sign[r, c] = pos[name], int(idx), int(s)
     arrays[p + "split_node"], arrays[p + "split_index"], arrays[p + "split_sign"] = node, index, sign
     return names
+
+
+def layers_section(layers: dict, arrays: Arrays) -> dict[str, Any]:
+    """The slopes behind layer-optimised intermediate bounds, by case (``{case: {value:
+    LayerSlopes}}``): per case and value, the neuron indices ``L<c>.<v>.rows`` ``(r,)`` and the
+    slopes ``L<c>.<v>.alpha.<j>`` ``(2r, *shape)`` of each activation before it. Empty when no
+    case used them."""
+    out = []
+    for case, slopes in sorted(layers.items()):
+        values = []
+        for vi, (name, ls) in enumerate(slopes.items()):
+            p = f"L{case}.{vi}."
+            arrays[p + "rows"] = ls.rows.detach().cpu().numpy().astype(np.int64)
+            acts = sorted(ls.alphas)
+            for j, act in enumerate(acts):
+                arrays[f"{p}alpha.{j}"] = ls.alphas[act].detach().double().cpu().numpy()
+            values.append({"value": name, "prefix": p, "activations": acts})
+        out.append({"case": int(case), "values": values})
+    return {"intermediate": out} if out else {}
