@@ -36,7 +36,8 @@ def _config(args, timeout: float):
 
     from verifier.config import BabConfig, BoundsConfig, VerifyConfig
 
-    bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"), solver=getattr(args, "solver", "HIGHS"))
+    bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"), solver=getattr(args, "solver", "HIGHS"),
+                          layer_alpha_iterations=getattr(args, "layer_alpha", BoundsConfig.layer_alpha_iterations))
     bab = BabConfig(enabled=not getattr(args, "no_bab", False), strategy=getattr(args, "bab", "auto"),
                     milp_after=getattr(args, "milp_after", BabConfig.milp_after))
     cfg = VerifyConfig(timeout=timeout, device=args.device, seed=args.seed, bounds=bounds, bab=bab)
@@ -75,8 +76,14 @@ def register_verify(sub) -> None:
 
 
 def add_milp_after(p) -> None:
-    """The ``--milp-after`` option shared by ``verify`` and ``bench``."""
-    from verifier.config import BabConfig
+    """The ``--milp-after`` and ``--layer-alpha`` options shared by ``verify`` and ``bench``."""
+    from verifier.config import BabConfig, BoundsConfig
+
+    p.add_argument("--layer-alpha", type=int, default=BoundsConfig.layer_alpha_iterations, metavar="STEPS",
+                   help="when alpha-CROWN leaves a case open on an input of 17+ values, optimise each "
+                        "intermediate layer's unstable neurons with their own slopes for STEPS steps per layer "
+                        f"(at most {BoundsConfig.layer_alpha_share:g} of the time left; default "
+                        f"{BoundsConfig.layer_alpha_iterations}; 0 turns it off)")
 
     p.add_argument("--milp-after", type=float, default=BabConfig.milp_after, metavar="SHARE",
                    help="input-split branch and bound hands its worst open boxes to the exact MILP once "
