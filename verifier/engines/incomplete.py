@@ -1,5 +1,6 @@
-"""Incomplete verification of one case: interval → CROWN → α-CROWN → α-CROWN on intermediate
-bounds optimised layer by layer, each only if needed."""
+"""Incomplete verification of one case: interval → CROWN → α-CROWN, each only if needed; and
+α-CROWN on intermediate bounds optimised layer by layer (:func:`bound_case_layers`), which the
+pipeline runs after its second attack."""
 from __future__ import annotations
 
 import time
@@ -91,37 +92,48 @@ def bound_case(graph: Graph, case: Case, method: str, config: BoundsConfig, marg
             break
         if done:
             break
-    if method == "alpha-crown" and not out[-1].proven and out[-1].method == "alpha-crown":
-        try:
-            _layer_stage(graph, region, C, d, sizes, config, margin, deadline, out)
-        except Exception as e:  # out of memory: keep the plain α-CROWN bounds, say why
-            if not is_out_of_memory(e):
-                raise
-            free_memory()
-            out[-1].note = "out of memory optimising the intermediate layers; kept the alpha-crown bounds"
     return out
 
 
-def _layer_stage(graph, region, C, d, sizes, config: BoundsConfig, margin, deadline, out) -> None:
+def wants_layer_stage(graph: Graph, config: BoundsConfig) -> bool:
+    """Whether :func:`bound_case_layers` runs for cases α-CROWN left open: α-CROWN is the
+    method, the stage has steps and the input is large enough that ReLU-split branch and bound
+    (which starts from the layer bounds) comes next."""
+    return (config.method == "alpha-crown" and config.layer_alpha_iterations > 0
+            and graph.n_inputs >= config.layer_alpha_min_inputs)
+
+
+def bound_case_layers(graph: Graph, case: Case, config: BoundsConfig, margin: float,
+                      deadline: float) -> CaseBounds | None:
     """α-CROWN again, on intermediate bounds whose neurons got their own optimised slopes
-    (:func:`~verifier.bounds.crown_layers.layer_optimised_bounds`), for inputs large enough
-    that ReLU-split branch and bound (which starts from these bounds) comes next; the layers get
-    at most ``config.layer_alpha_share`` of the time left."""
+    (:func:`~verifier.bounds.crown_layers.layer_optimised_bounds`, at most
+    ``config.layer_alpha_share`` of the time left). The result carries the slopes and bounds
+    (``layers``, ``root``); ``None`` when nothing was optimised. Out of memory: ``None``
+    as well, with the memory freed (the plain α-CROWN bounds stand)."""
     from verifier.bounds.crown_layers import layer_optimised_bounds
 
     now = time.monotonic()
-    if config.layer_alpha_iterations <= 0 or graph.n_inputs < config.layer_alpha_min_inputs or now >= deadline:
-        return
-    bounds, slopes = layer_optimised_bounds(graph, region, config, now + config.layer_alpha_share * (deadline - now))
-    if not slopes:
-        return
-    done = lambda lb: _judge("alpha-crown", lb, d, sizes, margin).proven  # noqa: E731
-    params: dict = {}
-    best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, done=done, params_out=params)
+    if now >= deadline:
+        return None
+    region = case_region(graph, case)
+    C, d, sizes = stacked_rows(case, graph)
+    try:
+        bounds, slopes = layer_optimised_bounds(graph, region, config,
+                                                now + config.layer_alpha_share * (deadline - now))
+        if not slopes:
+            return None
+        done = lambda lb: _judge("alpha-crown", lb, d, sizes, margin).proven  # noqa: E731
+        params: dict = {}
+        best = alpha_spec_bounds(graph, C, bounds, region, config, deadline, done=done, params_out=params)
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        free_memory()
+        return None
     judged = _judge("alpha-crown-layers", best, d, sizes, margin)
     judged.multipliers = {"alpha": {k: v[0].double().cpu().numpy() for k, v in params.items()}}
     judged.layers, judged.root = slopes, bounds
-    out.append(judged)
+    return judged
 
 
 def _stage(graph, stage, region, C, d, sizes, bounds, best, config, margin, deadline, out):

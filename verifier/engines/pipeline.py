@@ -9,7 +9,7 @@ import torch
 
 from verifier.config import VerifyConfig
 from verifier.engines.attack import attack
-from verifier.engines.incomplete import CaseBounds, bound_case
+from verifier.engines.incomplete import CaseBounds, bound_case, bound_case_layers, wants_layer_stage
 from verifier.engines.onnx_runner import OnnxRunner
 from verifier.errors import InputError
 from verifier.ir.graph import Graph
@@ -46,17 +46,24 @@ def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
         return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
     if config.bounds.method in ("lp", "milp"):
         return _solver_method(prover, prop, config, runner, deadline, trail, started, progress)
-    open_cases, leaves, worst, layered = _bound_cases(prover, prop, config, deadline, trail, progress)
+    open_cases, leaves, worst = _bound_cases(prover, prop, config, deadline, trail, progress)
     known = {"open_cases": open_cases, "best_global_bound": worst}
-    layers = {i: cb.layers for i, cb in layered.items()}
     if not open_cases:
-        cert = Certificate("sound", "bound propagation", {"leaves": leaves, "layers": layers})
+        cert = Certificate("sound", "bound propagation", {"leaves": leaves})
         return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
     attack_deadline = min(deadline, time.monotonic() + ATTACK_SHARE * config.timeout)
     cex = _attack(graph, [prop.cases[i] for i in open_cases], runner, config.attack, attack_deadline,
                   config.seed + 1, "attack", trail, started, progress, open_cases)
     if cex is not None:
         return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
+    layered = _bound_layers(prover, prop, open_cases, leaves, config, deadline, trail, progress)
+    layers = {i: cb.layers for i, cb in layered.items()}
+    if open_cases and all(i in layered for i in open_cases):  # each open case's own best bound
+        worst = min(layered[i].worst() for i in open_cases)
+    known = {"open_cases": open_cases, "best_global_bound": worst}
+    if not open_cases:
+        cert = Certificate("sound", "bound propagation", {"leaves": leaves, "layers": layers})
+        return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
     if config.bab.enabled and time.monotonic() < deadline:
         from verifier.engines.bab import run_bab
 
@@ -109,10 +116,9 @@ def _attack(graph, cases, runner, cfg, deadline, seed, name, trail, started, pro
 
 
 def _bound_cases(graph, prop, config, deadline, trail, progress):
-    """Bound every case; returns the indices left open, the leaves that closed, the weakest
-    bound among the open cases (-inf for a case never bounded) and, by case, the last stage
-    when it optimised intermediate layers (its slopes back the case's whole-region bounds)."""
-    open_cases, leaves, worst, layered = [], [], float("inf"), {}
+    """Bound every case; returns the indices left open, the leaves that closed and the weakest
+    bound among the open cases (-inf for a case never bounded)."""
+    open_cases, leaves, worst = [], [], float("inf")
     for i, case in enumerate(prop.cases):
         if time.monotonic() >= deadline:
             open_cases.append(i)
@@ -124,11 +130,32 @@ def _bound_cases(graph, prop, config, deadline, trail, progress):
         for st in stages:
             note = {"note": st.note} if st.note else {}
             trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst(), **note})
-        if stages[-1].layers:
-            layered[i] = stages[-1]
         if stages[-1].proven:
             leaves.append(Leaf(i, stages[-1].method, stages[-1].worst(), multipliers=stages[-1].multipliers))
         else:
             open_cases.append(i)
             worst = min(worst, stages[-1].worst())
-    return open_cases, leaves, worst, layered
+    return open_cases, leaves, worst
+
+
+def _bound_layers(graph, prop, open_cases: list[int], leaves: list, config, deadline, trail, progress) -> dict:
+    """α-CROWN on layer-optimised intermediate bounds for the open cases (when
+    :func:`wants_layer_stage`): closed cases leave ``open_cases`` for ``leaves``. Returns, by
+    case, the stage's bounds (their slopes back the case's whole-region bounds, in the proof and
+    as the root of ReLU splitting)."""
+    layered: dict[int, CaseBounds] = {}
+    if not wants_layer_stage(graph, config.bounds):
+        return layered
+    for i in list(open_cases):
+        if time.monotonic() >= deadline:
+            break
+        progress(f"bounds, intermediate layers optimised: case {i + 1}/{len(prop.cases)}")
+        st = bound_case_layers(graph, prop.cases[i], config.bounds, config.proof_margin, deadline)
+        if st is None:
+            continue
+        trail.append({"engine": st.method, "case": i, "proven": st.proven, "worst_bound": st.worst()})
+        layered[i] = st
+        if st.proven:
+            leaves.append(Leaf(i, st.method, st.worst(), multipliers=st.multipliers))
+            open_cases.remove(i)
+    return layered
