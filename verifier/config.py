@@ -44,6 +44,8 @@ class BabConfig:
     max_domains: int = 200_000   # domain store cap; beyond it the run ends with unknown
     intermediate: str = "crown"  # input split: "crown" or "forward" (cheaper, looser) intermediate bounds
     relu_iterations: int = 20    # α/β optimisation steps per batch of ReLU-split domains
+    relu_candidates: int = 3     # ReLU split: neurons per domain tried by one bound of both children
+                                 # (filtered smart branching); 1 = the best BaBSR-style score alone
     input_alpha_iterations: int = 10  # α-CROWN steps on the open domains of each input-split batch
     input_branching: str = "strong"  # input split: "strong" (try every dimension) or "smear"
     milp_after: float = 0.5      # input split: share of the time after which open boxes also go to

@@ -186,7 +186,10 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
         best = spec_bounds(g, C, bounds, region, alphas, extra, trace)  # exactly the recorded multipliers
         score = prob.rows.worst(best)
         wr = prob.rows.worst_row(best)
-        choice = _choose(prob, states, bounds, trace, wr)
+        candidates = _candidates(prob, states, bounds, trace, wr, max(1, config.bab.relu_candidates))
+        choice = candidates[:, 0]
+        if candidates.shape[1] > 1:
+            choice = _smart_choice(prob, candidates, bounds, region, C, alphas, extra)
         a_x = trace.A_x.reshape(D, C.shape[1], -1)[torch.arange(D), wr]
         lo, hi = region.lower.reshape(D, -1), region.upper.reshape(D, -1)
         cex = _probe(g, prob.unsafe, lo, hi, a_x, score, prob.case, prob.case_index, prob.runner,
@@ -234,8 +237,10 @@ def _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, rows
                          config.bab.relu_iterations, deadline, done, best)
 
 
-def _choose(prob: _Problem, states, bounds, trace: Trace, worst_row: torch.Tensor) -> torch.Tensor:
-    """Per domain, the unsplit unstable neuron with the largest ``|A⁻|·(-l·u/(u-l))``: ``(D, 2)``."""
+def _candidates(prob: _Problem, states, bounds, trace: Trace, worst_row: torch.Tensor, k: int) -> torch.Tensor:
+    """Per domain, the ``k`` unsplit unstable neurons with the largest BaBSR-style score
+    ``|A⁻|·(-l·u/(u-l))`` (``A``: the worst row's coefficients at the activation), best first:
+    ``(D, k, 2)`` (layer index, flat index); ``NO_CHOICE`` layers where there are fewer."""
     scores = []
     D = worst_row.shape[0]
     for act, pre in prob.relus.items():
@@ -245,17 +250,47 @@ def _choose(prob: _Problem, states, bounds, trace: Trace, worst_row: torch.Tenso
         unstable = (lo < 0) & (hi > 0) & (states[act].reshape(D, -1) == 0)
         gain = (-A).clamp(min=0) * (-lo * hi / (hi - lo).clamp_min(1e-12)) + 1e-6 * (hi - lo)
         scores.append(torch.where(unstable, gain, torch.full_like(gain, -torch.inf)))
-    sizes = [s.shape[1] for s in scores]
-    best = torch.cat(scores, dim=1).argmax(dim=1)
-    found = torch.cat(scores, dim=1).amax(dim=1) > -torch.inf
-    layer = torch.zeros_like(best)
-    offset = torch.zeros_like(best)
-    start = 0
-    for i, n in enumerate(sizes):
-        inside = (best >= start) & (best < start + n)
-        layer, offset = torch.where(inside, i, layer), torch.where(inside, start, offset)
-        start += n
-    return torch.stack([torch.where(found, layer, NO_CHOICE), best - offset], dim=1)
+    sizes = torch.tensor([s.shape[1] for s in scores], device=worst_row.device)
+    top, flat = torch.cat(scores, dim=1).topk(min(k, int(sizes.sum())), dim=1)
+    starts = torch.cumsum(sizes, 0) - sizes
+    layer = torch.searchsorted(starts, flat, right=True) - 1
+    layer = torch.where(top > -torch.inf, layer, torch.full_like(layer, NO_CHOICE))
+    return torch.stack([layer, flat - starts[layer.clamp(min=0)]], dim=2)
+
+
+def _smart_choice(prob: _Problem, candidates: torch.Tensor, bounds, region: Region, C, alphas, extra) -> torch.Tensor:
+    """Filtered smart branching: per domain, the candidate ``(D, k, 2)`` whose weaker child scores
+    best, each child bounded once with the domain's optimised slopes and multipliers (the split
+    neuron clamped to its side): ``(D, 2)``."""
+    D, k = candidates.shape[:2]
+    g = prob.graph
+    twice = lambda t: torch.cat([t, t])  # noqa: E731
+    region2 = Region(twice(region.lower), twice(region.upper))
+    alphas2 = {n: twice(a) for n, a in alphas.items()}
+    extra2 = {n: twice(e) for n, e in extra.items()}
+    est = torch.full((D, k), -torch.inf, dtype=g.dtype, device=g.device)
+    rows = torch.arange(D, device=g.device)
+    for c in range(k):
+        layer, index = candidates[:, c, 0], candidates[:, c, 1]
+        child = dict(bounds)
+        for i, pre in enumerate(prob.relus.values()):
+            here = layer == i
+            if not bool(here.any()):
+                child[pre] = tuple(twice(t) for t in bounds[pre])
+                continue
+            lo, hi = (t.reshape(D, -1) for t in bounds[pre])
+            lo_pos, hi_neg = lo.clone(), hi.clone()
+            lo_pos[rows[here], index[here]] = lo[rows[here], index[here]].clamp(min=0)
+            hi_neg[rows[here], index[here]] = hi[rows[here], index[here]].clamp(max=0)
+            shape = bounds[pre][0].shape
+            child[pre] = (torch.cat([lo_pos, lo]).reshape(2 * D, *shape[1:]),
+                          torch.cat([hi, hi_neg]).reshape(2 * D, *shape[1:]))
+        for name, box in bounds.items():
+            if name not in prob.relus.values():
+                child[name] = tuple(twice(t) for t in box)
+        both = prob.rows.worst(spec_bounds(g, twice(C), child, region2, alphas2, extra2))
+        est[:, c] = torch.where(layer != NO_CHOICE, torch.minimum(both[:D], both[D:]), est[:, c])
+    return candidates[rows, est.argmax(dim=1)]
 
 
 def _children(prob: _Problem, parents, choice: torch.Tensor):
