@@ -47,6 +47,9 @@ def layer_optimised_bounds(graph: Graph, region: Region, config: BoundsConfig, d
     optimised slopes at every value feeding an activation, layer by layer until ``deadline``
     (monotonic seconds; the layers after it keep their CROWN bounds).
 
+    A value whose optimisation would not fit in the time left (about three plain CROWN passes
+    per step, judged from its own CROWN pass) keeps its CROWN bounds.
+
     Returns the bounds and, per value whose bounds were optimised, the slopes that give them.
     """
     if region.lower.shape[0] != 1:
@@ -60,9 +63,12 @@ def layer_optimised_bounds(graph: Graph, region: Region, config: BoundsConfig, d
     for node in graph.nodes:
         lo, hi = graph.ops[node.name].interval(*[bounds[i] for i in node.inputs])
         if node.name in needs and isinstance(graph.ops[node.name], Affine) and node.name not in exact:
+            started = time.monotonic()
             with torch.no_grad():
                 lo, hi = _tighten(graph, node.name, lo, hi, bounds, region, needs[node.name], config, lines)
-            if iterations > 0 and time.monotonic() < deadline:
+            # an optimisation step costs about three plain passes (bound, gradient, update)
+            expected = 3 * iterations * (time.monotonic() - started)
+            if iterations > 0 and time.monotonic() + expected < deadline:
                 lo, hi, found = _optimise_value(graph, node.name, lo, hi, bounds, region, needs[node.name],
                                                 config, deadline, iterations, lines)
                 if found is not None:
