@@ -20,7 +20,7 @@ class VerifierError(Exception):
 
     def one_line(self) -> str:
         """``file:location: message`` on a single line."""
-        prefix = ":".join(p for p in (self.path, self.where) if p)
+        prefix = ":".join(str(p) for p in (self.path, self.where) if p)
         text = f"{prefix}: {self.message}" if prefix else self.message
         return " ".join(text.split())
 

@@ -20,6 +20,7 @@ from verifier.bounds.linear import Region, Trace
 from verifier.config import AttackConfig, VerifyConfig
 from verifier.engines.attack import _pgd
 from verifier.engines.bab_milp import MILP_MAX_UNSTABLE, MilpHandoff, solve_box
+from verifier.engines.bab_sampling import LateSampling, sample_open_boxes
 from verifier.engines.confirm import UnsafeSet, confirm
 from verifier.engines.memory import in_halves
 from verifier.engines.row_combination import combined_bounds
@@ -113,6 +114,7 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
     store = batch.select(torch.zeros(0, dtype=torch.long, device=graph.device))
     last = time.monotonic()
     handoff = MilpHandoff.plan(graph, config.bab.milp_after, last, deadline)
+    sampling = LateSampling.plan(last, deadline)
     rounds = 0
     while cex is None:
         store = _file(s, store, batch)
@@ -121,6 +123,12 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
         if len(store) > config.bab.max_domains:
             out.reason = f"domain store reached its cap of {config.bab.max_domains} sub-domains"
             break
+        if sampling.turn(time.monotonic()):
+            sampling.done = True
+            cex, drawn = sample_open_boxes(s, store.lower, store.upper, sampling.until, config.seed + 2)
+            out.notes.append(f"sampled {drawn} points in the {len(store)} open boxes")
+            if cex is not None:
+                break
         if handoff.turn(time.monotonic()):
             store, cex = _to_milp(s, store, handoff, deadline)
             batch = store.select(torch.zeros(0, dtype=torch.long, device=graph.device))  # nothing new to file
