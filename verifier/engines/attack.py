@@ -30,7 +30,7 @@ def attack_case(graph: Graph, case: Case, case_index: int, runner: OnnxRunner, c
         x0 = _starts(lower, upper, config.restarts, generator, with_center=round_index == 0)
         if round_index == 0 and lower.numel() <= config.sample_max_dim and config.samples:
             x0 = torch.cat([x0[:1], _best_samples(graph, unsafe, lower, upper, config, generator)])
-        x, m = _pgd(graph, unsafe, case.region, x0, lower, upper, config, deadline)
+        x, m = pgd(graph, unsafe, case.region, x0, lower, upper, config, deadline)
         best_x = x if best_x is None else torch.cat([best_x, x])
         best_m = m if best_m is None else torch.cat([best_m, m])
         order = torch.argsort(best_m)[: config.confirm_top]
@@ -75,7 +75,7 @@ def _project(x, region: InputRegion, lower, upper):
     return torch.maximum(torch.minimum(x, upper), lower)
 
 
-def _pgd(graph, unsafe: UnsafeSet, region, x, lower, upper, config: AttackConfig, deadline):
+def pgd(graph, unsafe: UnsafeSet, region, x, lower, upper, config: AttackConfig, deadline):
     """Signed-gradient descent on the margin; returns the best point per restart and its margin."""
     half = (upper - lower) / 2
     best_x, best_m = x.clone(), torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)

@@ -18,7 +18,7 @@ from verifier.bounds.crown import alpha_spec_bounds, intermediate_bounds, nonlin
 from verifier.bounds.forward import forward_bounds
 from verifier.bounds.linear import Region, Trace
 from verifier.config import AttackConfig, VerifyConfig
-from verifier.engines.attack import _pgd
+from verifier.engines.attack import pgd
 from verifier.engines.bab_milp import MILP_MAX_UNSTABLE, MilpHandoff, solve_box
 from verifier.engines.bab_sampling import LateSampling, sample_open_boxes
 from verifier.engines.confirm import UnsafeSet, confirm
@@ -402,7 +402,7 @@ def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin, hi
     concrete, which = m.reshape(PROBE_SAMPLES + 2, n_open).min(dim=0)  # best evaluated margin per box
     start = cand.reshape(PROBE_SAMPLES + 2, n_open, -1)[which, torch.arange(n_open, device=which.device)]
     top = torch.argsort(concrete)[:PGD_BOXES]
-    x, mp = _pgd(graph, unsafe, case.region, start[top], lo[top], hi[top], PROBE_ATTACK, time.monotonic() + 1.0)
+    x, mp = pgd(graph, unsafe, case.region, start[top], lo[top], hi[top], PROBE_ATTACK, time.monotonic() + 1.0)
     if hint_out is not None:
         best = concrete.clone()
         best[top] = torch.minimum(best[top], mp.to(best.dtype))

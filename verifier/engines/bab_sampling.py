@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from verifier.engines.attack import _pgd
+from verifier.engines.attack import pgd
 from verifier.engines.confirm import confirm
 from verifier.result import Counterexample
 
@@ -68,7 +68,7 @@ def sample_open_boxes(s, lower: torch.Tensor, upper: torch.Tensor, seconds: floa
     region = s.case.region
     lo = torch.as_tensor(region.lower, dtype=g.dtype, device=g.device)
     hi = torch.as_tensor(region.upper, dtype=g.dtype, device=g.device)
-    x, m = _pgd(g, s.unsafe, region, best_x, lo, hi, cfg, s.deadline)
+    x, m = pgd(g, s.unsafe, region, best_x, lo, hi, cfg, s.deadline)
     x, m = torch.cat([best_x, x]), torch.cat([best_m, m])
     top = x[torch.argsort(m)[: cfg.confirm_top]]
     return confirm(s.runner, s.case, s.case_index, top.double().cpu().numpy(), g.input_shape), drawn
