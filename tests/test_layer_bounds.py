@@ -24,6 +24,11 @@ from verifier.evidence.check_bounds import InputSet, SoundBounds
 from verifier.ir.evaluate import evaluate
 
 CONFIG = BoundsConfig(layer_alpha_iterations=10)
+# name → (family, network, property whose first region is used); the sigmoid net has every
+# neuron of every layer bounded (its values feed S-shaped activations, not only ReLUs)
+BENCH = {"mnist_256x2": ("mnist_fc_2022", "onnx/mnist-net_256x2.onnx", "vnnlib/prop_0_0.05.vnnlib"),
+         "eran_sigmoid_6x200": ("eran_2021", "nets/ffnnSIGMOID__Point_6x200.onnx",
+                                "specs/mnist/mnist_spec_idx_858_eps_0.01200.vnnlib")}
 
 
 def _problem(name: str):
@@ -33,9 +38,10 @@ def _problem(name: str):
         x = np.load(MODELS_DIR / "digits_test.npz")["x"][3].reshape(-1)
         lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
     else:
-        path = benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx")
+        family, net, spec = BENCH[name]
+        path = benchmark_path(family, *net.split("/"))
         graph = api.load_model(path)
-        region = api.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_0_0.05.vnnlib"), graph).cases[0].region
+        region = api.load_property(benchmark_path(family, *spec.split("/")), graph).cases[0].region
         lo, hi = region.lower, region.upper
     graph = api.load_model(path).to(dtype=torch.float64)
     shape = (1, *graph.input_full_shape[1:])
@@ -66,7 +72,7 @@ def _points(graph, region, bounds, slopes, n: int = 1500) -> torch.Tensor:
 
 
 def _problem_names():
-    return ["digits_mlp", "mnist_256x2"]
+    return ["digits_mlp", *BENCH]
 
 
 @pytest.mark.parametrize("name", _problem_names())
