@@ -106,9 +106,11 @@ def test_bench_killed_then_resumed(tmp_path: Path, sig: signal.Signals, rows: in
 
 
 # ---- verifier certify ----------------------------------------------------------------------
-N_CERTIFY = 8   # the first inputs of the test set: the later ones take about a second each at n=20000
+N_CERTIFY = 8   # the first inputs of the test set, a few tenths of a second each at n=1,000,000, so
+# that the signal sent after the first rows reaches a run still working (at n=20,000 an input takes
+# milliseconds and the run could finish between the check and the signal)
 CERTIFY = ["certify", str(MODELS_DIR / "digits_smooth.onnx"), "--data", str(MODELS_DIR / "digits_test.npz"),
-           "--sigma", "0.25", "--n", "20000", "--limit", str(N_CERTIFY), "--quiet"]
+           "--sigma", "0.25", "--n", "1000000", "--limit", str(N_CERTIFY), "--quiet"]
 
 
 @pytest.mark.parametrize("sig, rows", [(signal.SIGINT, 1), _slow(signal.SIGTERM, 2), _slow(signal.SIGKILL, 1)],
