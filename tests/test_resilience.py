@@ -50,11 +50,19 @@ def complete_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _default_signals() -> None:
+    """In the child before exec: default SIGINT/SIGTERM handling, so that a test run from a
+    background job (where the shell ignores SIGINT, and Python then installs no handler for
+    it) still sends the verifier a signal it acts on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_and_stop(argv: list[str], results: Path, sig: signal.Signals, rows: int, cwd: Path) -> tuple[list[dict], int]:
     """Start ``verifier argv``, send ``sig`` once ``results`` holds ``rows`` rows; returns the
     rows present after the process ended and its exit status."""
     proc = subprocess.Popen([*verifier_command(), *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
@@ -106,11 +114,11 @@ def test_bench_killed_then_resumed(tmp_path: Path, sig: signal.Signals, rows: in
 
 
 # ---- verifier certify ----------------------------------------------------------------------
-N_CERTIFY = 8   # the first inputs of the test set, a few tenths of a second each at n=1,000,000, so
-# that the signal sent after the first rows reaches a run still working (at n=20,000 an input takes
+N_CERTIFY = 8   # the first inputs of the test set, some 50 ms each at n=200,000, so that the signal
+# sent after the first rows reaches a run still working (at n=20,000 an input takes a few
 # milliseconds and the run could finish between the check and the signal)
 CERTIFY = ["certify", str(MODELS_DIR / "digits_smooth.onnx"), "--data", str(MODELS_DIR / "digits_test.npz"),
-           "--sigma", "0.25", "--n", "1000000", "--limit", str(N_CERTIFY), "--quiet"]
+           "--sigma", "0.25", "--n", "200000", "--limit", str(N_CERTIFY), "--quiet"]
 
 
 @pytest.mark.parametrize("sig, rows", [(signal.SIGINT, 1), _slow(signal.SIGTERM, 2), _slow(signal.SIGKILL, 1)],
