@@ -90,6 +90,7 @@ def _optimise_value(graph, name, lo, hi, bounds, region, relu_only: bool, config
     acts = [n.name for n in graph.ancestors_in_reverse(name)
             if isinstance(graph.ops[n.name], Activation) and graph.ops[n.name].alpha_shape_ok()]
     per_row = sum(math.prod(graph.shape_of(a)) for a in acts) + max(flat_lo.numel(), graph.n_inputs)
+    # slopes, their best copy, gradient and two Adam moments, next to the coefficients: about 4×
     if r == 0 or not acts or 2 * r * per_row * 4 > config.max_batch_elements:
         return lo, hi, None
     A0 = unit_rows(rows, flat_lo.numel(), lo.shape[1:], lo.dtype, lo.device)
