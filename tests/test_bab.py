@@ -278,7 +278,7 @@ def test_late_sampling_reports_nothing_when_the_region_is_safe(make_onnx):
 @pytest.mark.slow
 def test_acas_1_9_property_7_counterexample_found_and_confirmed():
     """Published sat; the witness lies in a sliver against a face of the region that gradient
-    restarts miss and the late sampling of the open boxes finds (about 40 s here)."""
+    restarts miss and the late sampling of the open boxes finds (about 30 s here)."""
     model, p = _acas("1_9", 7)
     result = verifier.verify(model, p, timeout=116)
     assert result.verdict == "sat", result.reason
