@@ -198,6 +198,22 @@ def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, ite
     returned ``(B, R)`` bound is recomputed with them."""
     lines: dict[str, Lines] = {}  # default relaxations on the fixed bounds, shared by every step
     support = {k: _support(sg) for k, sg in signs.items() if k in betas}
+
+    def bound() -> torch.Tensor:
+        return spec_bounds(graph, C, bounds, region, alphas, _split_terms(betas, signs, support), lines=lines,
+                           extra_cols=support)
+
+    adam_keep_best(bound, alphas, betas, lr, iterations, deadline, done, best)
+    with torch.no_grad():
+        return bound()
+
+
+def adam_keep_best(bound: Callable[[], torch.Tensor], alphas: dict, betas: dict, lr: float, iterations: int,
+                   deadline: float, done, best: torch.Tensor) -> torch.Tensor:
+    """Adam steps maximising every row of ``bound()`` ``(B, R)`` over slopes α ∈ [0, 1] (``alphas``)
+    and multipliers β >= 0 (``betas``, half the rate), until ``iterations``, ``deadline`` or
+    ``done(best)``; the parameters end holding, per row, the values of the best bound seen, which
+    is returned (at least ``best``)."""
     keep_a = {k: v.detach().clone() for k, v in alphas.items()}
     keep_b = {k: v.detach().clone() for k, v in betas.items()}
     groups = [(list(alphas.values()), lr)]
@@ -207,8 +223,7 @@ def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, ite
     for _ in range(iterations):
         if time.monotonic() >= deadline or (done is not None and done(best)):
             break
-        lb = spec_bounds(graph, C, bounds, region, alphas, _split_terms(betas, signs, support), lines=lines,
-                         extra_cols=support)
+        lb = bound()
         if not lb.requires_grad:
             break
         improved = lb.detach() > best
@@ -227,8 +242,7 @@ def optimise_rows(graph, C, bounds, region, alphas, betas, signs, lr: float, ite
         for store, kept in ((alphas, keep_a), (betas, keep_b)):
             for k in store:
                 store[k].copy_(kept[k])
-        return spec_bounds(graph, C, bounds, region, alphas, _split_terms(betas, signs, support), lines=lines,
-                           extra_cols=support)
+    return best
 
 
 def _support(sign: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from verifier.bounds.adam import Adam
-from verifier.bounds.crown import (_exact_interval_values, _initial_alphas, _snapshot, _tighten,
+from verifier.bounds.crown import (_exact_interval_values, _initial_alphas, _tighten, adam_keep_best,
                                    nonlinear_inputs)
 from verifier.bounds.linear import Lines, Region, backward_bound
 from verifier.config import BoundsConfig
@@ -96,29 +95,16 @@ def _optimise_value(graph, name, lo, hi, bounds, region, relu_only: bool, config
     A0 = unit_rows(rows, flat_lo.numel(), lo.shape[1:], lo.dtype, lo.device)
     C = A0.new_zeros(1, 2 * r, 1)
     alphas = _initial_alphas(graph, C, bounds, names=set(acts))
-    keep = {k: v.detach().clone() for k, v in alphas.items()}
+    bound = lambda: backward_bound(graph, name, A0, bounds, region, alphas, lines=lines)  # noqa: E731
     with torch.no_grad():
-        best = backward_bound(graph, name, A0, bounds, region, alphas, lines=lines)
-    opt = Adam([(list(alphas.values()), config.alpha_lr)])
-    for _ in range(iterations):
-        if time.monotonic() >= deadline:
-            break
-        found = backward_bound(graph, name, A0, bounds, region, alphas, lines=lines)
-        improved = found.detach() > best
-        best = torch.maximum(best, found.detach())
-        _snapshot(keep, alphas, improved)
-        opt.zero_grad()
-        (-found.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for a in alphas.values():
-                a.clamp_(0.0, 1.0)
+        best = bound()
+    adam_keep_best(bound, alphas, {}, config.alpha_lr, iterations, deadline, None, best)
     with torch.no_grad():
-        final = backward_bound(graph, name, A0, bounds, region, keep, lines=lines)
+        final = bound()
     new_lo, new_hi = flat_lo.clone(), flat_hi.clone()
     new_lo[rows] = torch.maximum(new_lo[rows], final[0, :r])
     new_hi[rows] = torch.minimum(new_hi[rows], -final[0, r:])
-    found = LayerSlopes(rows, {k: v[0] for k, v in keep.items()})
+    found = LayerSlopes(rows, {k: v[0].detach() for k, v in alphas.items()})
     return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape), found
 
 

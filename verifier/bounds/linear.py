@@ -110,6 +110,13 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
             _accumulate(graph, pending, cols, node.inputs[0], A_in, None)
         else:
             const = const + _cut(A, bounds[node.name])
+    return const + _close(graph, pending, cols, bounds, region, trace)
+
+
+def _close(graph: Graph, pending, cols, bounds, region: Region, trace: Trace | None) -> torch.Tensor:
+    """The end of a backward pass: the minimum over the region of what reached the input, plus
+    the interval minimum of what reached values with no path to it: ``(B, R)``."""
+    const = 0.0
     A_x = _pop(graph, pending, cols, graph.input_name, keep_compact=False)
     if A_x is not None:
         input_min = concretize(A_x, region)
