@@ -3,9 +3,10 @@
 
 Holds the batch plan (:func:`batch_plan`), the noise-to-logits map (:func:`sampler`, with the
 optional fold of a narrowing first ``Linear`` layer, :func:`foldable`) and the counting loop
-(:func:`sample_counts`), which may overlap noise generation on a worker thread with the forward
-passes (:func:`default_overlap`; ``BUFFERS`` noise buffers ``(batch, d)`` in turn, the worker
-started with SIGINT/SIGTERM blocked and always joined). The draws, and so the counts, are the
+(:func:`sample_counts`, class indices counted in bulk by :class:`_Tally`), which may overlap
+noise generation on a worker thread with the forward passes on CPU (:func:`default_overlap`;
+``BUFFERS`` noise buffers ``(batch, d)`` in turn, the worker started with SIGINT/SIGTERM
+blocked and always joined). The draws, and so the counts, are the
 same with and without the overlap.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from verifier.ir.graph import Graph
 
 BUFFERS = 3   # noise buffers in turn when overlapping (measured: 3 absorb jitter better than 2)
+TALLY_CAPACITY = 1 << 22   # class indices held on the device before they are counted (32 MiB)
 
 
 def batch_plan(nums: Sequence[int], batch: int) -> list[tuple[int, int]]:
@@ -33,9 +35,11 @@ def batch_plan(nums: Sequence[int], batch: int) -> list[tuple[int, int]]:
 
 def default_overlap(device: torch.device) -> bool:
     """Whether :func:`sample_counts` overlaps noise with forward passes by default: on CPU
-    when this process may run on at least two cores (on CUDA kernels are asynchronous already).
-    Measured on 2 cores: +15% (CNN) to +70% (MLPs) when the second core is free, 2-8% slower when
-    another process keeps it busy (pass ``overlap=False`` there)."""
+    when this process may run on at least two cores. Measured on 2 cores: +15% (CNN) to +70%
+    (MLPs) when the second core is free, 2-8% slower when another process keeps it busy (pass
+    ``overlap=False`` there). Never on CUDA, where kernels are asynchronous already (measured
+    on an H200: drawing the next batch on a second stream made certify 5-18% slower on the MLP
+    and no faster on the CNN)."""
     if device.type != "cpu":
         return False
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -91,11 +95,33 @@ def sampler(model: Graph, x: torch.Tensor, fold: bool = False) -> tuple[int, tor
     return R.shape[0], None, forward
 
 
-def _count(forward: Forward, batch: torch.Tensor, counts: torch.Tensor, ones: torch.Tensor) -> None:
-    """Add the classes of ``forward(batch)`` (``batch``: ``(m, d)``) to ``counts`` ``(n_outputs,)``
-    int64; ``ones``: ``(>= m,)`` int64 ones (one fused ``index_add_``, cheaper than bincount + add)."""
-    top = forward(batch).max(dim=1).indices   # first maximum, like argmax; faster
-    counts.index_add_(0, top, ones[:top.numel()])
+class _Tally:
+    """Class counts of a phase, kept as the samples' class indices on the device and counted once
+    per ``capacity`` samples: ``max(out=)`` writes each batch's indices straight into the buffer,
+    where counting every batch would cost a kernel of atomic adds on a few bins (on CUDA the
+    largest cost after the forward pass) and ``bincount`` a device sync."""
+
+    def __init__(self, counts: torch.Tensor, capacity: int, dtype: torch.dtype):
+        self.counts = counts                       # (phases, n_outputs) int64, on the device
+        self.labels = torch.empty(capacity, dtype=torch.int64, device=counts.device)
+        self.values = torch.empty(capacity, dtype=dtype, device=counts.device)
+        self.phase, self.used = 0, 0
+
+    def add(self, logits: torch.Tensor, phase: int) -> None:
+        """File the classes (first maximum, like argmax) of ``logits`` ``(m, n_outputs)``."""
+        m = logits.shape[0]
+        if phase != self.phase or self.used + m > self.labels.shape[0]:
+            self.flush()
+            self.phase = phase
+        end = self.used + m
+        torch.max(logits, dim=1, out=(self.values[self.used:end], self.labels[self.used:end]))
+        self.used = end
+
+    def flush(self) -> None:
+        if self.used:
+            row = self.counts[self.phase]
+            row += torch.bincount(self.labels[:self.used], minlength=row.shape[0])
+        self.used = 0
 
 
 def _noise_worker(bufs: list[torch.Tensor], plan: list[tuple[int, int]], shift: torch.Tensor | None,
@@ -109,9 +135,7 @@ def _noise_worker(bufs: list[torch.Tensor], plan: list[tuple[int, int]], shift: 
             slot = free.get()
             if stop.is_set():
                 return
-            noise = bufs[slot][:m].normal_(0.0, sigma, generator=generator)
-            if shift is not None:
-                noise.add_(shift)
+            _draw(bufs[slot], m, shift, sigma, generator)
             full.put((slot, phase, m))
     except BaseException as e:  # noqa: BLE001 - re-raised by the consumer
         full.put(e)
@@ -128,11 +152,12 @@ def sample_counts(model: Graph, x: torch.Tensor, sigma: float, nums: Sequence[in
     ``nums[p]`` only when ``deadline`` (``time.monotonic()`` value) passed between batches).
     ``fold``: see :func:`sampler`.
 
-    ``overlap`` (default :func:`default_overlap`): a second thread generates the noise of the
-    next batch (torch releases the GIL in its kernels) while this one runs forward, argmax and
-    counting on the current one, with ``BUFFERS`` buffers in turn. The noise, and so the
-    counts, are the same with and without it: only that thread draws, in the same order and
-    batch sizes. Signals reach this thread only; the worker is joined before returning.
+    ``overlap`` (default :func:`default_overlap`): on CPU a second thread generates the noise of
+    the next batch (torch releases the GIL in its kernels) while this one runs forward, argmax
+    and counting on the current one, with ``BUFFERS`` buffers in turn; only that thread draws,
+    in the same order and batch sizes; signals reach this thread only and the worker is joined
+    before returning. The noise, and so the counts, are the same with and without it. It is
+    ignored on CUDA.
     """
     counts = torch.zeros(len(nums), model.n_outputs, dtype=torch.int64, device=model.device)
     drawn = [0] * len(nums)
@@ -141,43 +166,59 @@ def sample_counts(model: Graph, x: torch.Tensor, sigma: float, nums: Sequence[in
         return counts, drawn
     if overlap is None:
         overlap = default_overlap(model.device)
-    overlap = overlap and model.device.type == "cpu"  # CUDA: a freed buffer may still be read by queued kernels
+    overlap = overlap and len(plan) > 1 and model.device.type == "cpu"  # CUDA: see default_overlap
     d, shift, forward = sampler(model, x, fold)
     width = max(m for _, m in plan)
     bufs = [torch.empty(width, d, dtype=model.dtype, device=model.device)
-            for _ in range(BUFFERS if overlap and len(plan) > 1 else 1)]
-    ones = torch.ones(width, dtype=torch.int64, device=model.device)
+            for _ in range(BUFFERS if overlap else 1)]
+    tally = _Tally(counts, max(width, min(max(nums), TALLY_CAPACITY)), model.dtype)
+    loop = _overlapped if overlap else _serial
     with torch.no_grad():
-        if len(bufs) == 1:
-            for phase, m in plan:
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                noise = bufs[0][:m].normal_(0.0, sigma, generator=generator)
-                _count(forward, noise if shift is None else noise.add_(shift), counts[phase], ones)
-                drawn[phase] += m
-            return counts, drawn
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        full: queue.SimpleQueue = queue.SimpleQueue()
-        for slot in range(len(bufs)):
-            free.put(slot)
-        stop = threading.Event()
-        worker = threading.Thread(target=_noise_worker, name="smoothing-noise", daemon=True,
-                                  args=(bufs, plan, shift, sigma, generator, free, full, stop))
-        try:
-            _start(worker)
-            for _ in plan:
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                item = full.get()
-                if isinstance(item, BaseException):
-                    raise item
-                slot, phase, m = item
-                _count(forward, bufs[slot][:m], counts[phase], ones)
-                drawn[phase] += m
-                free.put(slot)
-        finally:
-            _stop(worker, stop, free)
+        loop(plan, bufs, shift, sigma, generator, forward, tally, drawn, deadline)
+        tally.flush()
     return counts, drawn
+
+
+def _draw(buf: torch.Tensor, m: int, shift, sigma: float, generator) -> torch.Tensor:
+    """The first ``m`` rows of ``buf`` ``(batch, d)`` filled with ``ε + shift``."""
+    noise = buf[:m].normal_(0.0, sigma, generator=generator)
+    return noise if shift is None else noise.add_(shift)
+
+
+def _serial(plan, bufs: list[torch.Tensor], shift, sigma: float, generator, forward: Forward, tally: _Tally,
+            drawn: list[int], deadline: float | None) -> None:
+    """Noise then forward, batch after batch, in this thread (one buffer ``(batch, d)``)."""
+    for phase, m in plan:
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        tally.add(forward(_draw(bufs[0], m, shift, sigma, generator)), phase)
+        drawn[phase] += m
+
+
+def _overlapped(plan, bufs: list[torch.Tensor], shift, sigma: float, generator, forward: Forward,
+                tally: _Tally, drawn: list[int], deadline: float | None) -> None:
+    """Noise on a worker thread into ``bufs`` in turn, forward and counting in this one."""
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    full: queue.SimpleQueue = queue.SimpleQueue()
+    for slot in range(len(bufs)):
+        free.put(slot)
+    stop = threading.Event()
+    worker = threading.Thread(target=_noise_worker, name="smoothing-noise", daemon=True,
+                              args=(bufs, plan, shift, sigma, generator, free, full, stop))
+    try:
+        _start(worker)
+        for _ in plan:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            item = full.get()
+            if isinstance(item, BaseException):
+                raise item
+            slot, phase, m = item
+            tally.add(forward(bufs[slot][:m]), phase)
+            drawn[phase] += m
+            free.put(slot)
+    finally:
+        _stop(worker, stop, free)
 
 
 def _start(worker: threading.Thread) -> None:
