@@ -10,7 +10,7 @@ import torch
 from onnx import helper
 
 import verifier
-from verifier.config import BabConfig, BoundsConfig
+from verifier.config import BabConfig, BoundsConfig, VerifyConfig
 from verifier.spec.vnnlib import parse_vnnlib_text
 
 from conftest import benchmark_path, ort_forward
@@ -283,3 +283,45 @@ def test_acas_1_9_property_7_counterexample_found_and_confirmed():
     result = verifier.verify(model, p, timeout=116)
     assert result.verdict == "sat", result.reason
     _assert_confirmed(model, p, result)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_refreshed_domain_bounds_hold_at_sampled_points_of_the_domain(make_onnx, seed):
+    """Intermediate bounds recomputed under a domain's splits contain every pre-activation value at
+    sampled inputs whose neurons take the split signs, and are never looser than the root's."""
+    from verifier.bounds.crown import intermediate_bounds
+    from verifier.bounds.linear import Region
+    from verifier.engines import bab_relu
+    from verifier.ir.evaluate import evaluate
+
+    model = verifier.load_model(_random_relu_net(make_onnx, seed, n_in=3, hidden=12)).to(dtype=torch.float64)
+    one = Region(-torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64))
+    root = intermediate_bounds(model, one, BoundsConfig())
+    relus = {n.name: n.inputs[0] for n in model.nodes if n.op == "Relu"}
+    first_act, first_pre = next(iter(relus.items()))
+    lo, hi = (t.reshape(-1) for t in root[first_pre])
+    unstable = torch.nonzero((lo < 0) & (hi > 0)).flatten()[:2].tolist()
+    assert len(unstable) == 2, "the random net should have unstable first-layer neurons"
+    signs = [(a, b) for a in (1, -1) for b in (1, -1)]                     # four domains
+    states = {act: torch.zeros(4, *root[pre][0].shape[1:], dtype=torch.int8) for act, pre in relus.items()}
+    for d, (a, b) in enumerate(signs):
+        flat = states[first_act].view(4, -1)
+        flat[d, unstable[0]], flat[d, unstable[1]] = a, b
+    prob = bab_relu._Problem(model, None, None, one, root, relus, None, 0, None)
+    clamped = bab_relu._domain_bounds(prob, states)
+    region = Region(one.lower.expand(4, 3), one.upper.expand(4, 3))
+    refreshed, method = bab_relu._refreshed(model, region, clamped, VerifyConfig(), time.monotonic() + 60)
+    assert method == bab_relu.REFRESHED
+    x = torch.rand(200_000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    values = {k: v.reshape(x.shape[0], -1) for k, v in evaluate(model, x.reshape(-1, 1, 3)).items()}
+    z, tighter = values[first_pre], 0
+    for d, (a, b) in enumerate(signs):
+        inside = (a * z[:, unstable[0]] >= 0) & (b * z[:, unstable[1]] >= 0)
+        assert int(inside.sum()) > 100
+        for pre in relus.values():
+            v = values[pre][inside]
+            (rlo, rhi), (clo, chi) = ((t.reshape(4, -1)[d] for t in b) for b in (refreshed[pre], clamped[pre]))
+            assert bool((v >= rlo - 1e-9).all() and (v <= rhi + 1e-9).all()), pre
+            assert bool((rlo >= clo - 1e-12).all() and (rhi <= chi + 1e-12).all()), pre
+            tighter += int(((rlo > clo + 1e-9) | (rhi < chi - 1e-9)).sum())
+    assert tighter > 0, "the splits should tighten some later bound"

@@ -276,6 +276,28 @@ def test_bench_resume_completes_without_duplicates(tmp_path: Path) -> None:
     assert all(r["verdict"] == "sat" for r in after)
 
 
+def test_bench_shards_split_the_instances_between_processes(tmp_path: Path) -> None:
+    names = ["digits_mlp_eps0.3_idx3.vnnlib", "digits_mlp_eps0.3_idx4.vnnlib", "digits_cnn_eps0.3_idx3.vnnlib"]
+    folder = _subset_folder(tmp_path, names)
+    with open(folder / "instances.csv", newline="") as f:
+        order = [Path(r[1]).name for r in csv.reader(f)]
+    keys = []
+    for k in (0, 1):
+        results = tmp_path / f"shard{k}.csv"
+        run = run_cli("bench", str(folder), "--results", str(results), "--shard", f"{k}/2", "--quiet")
+        assert run.returncode == 0, run.stderr
+        keys.append([Path(r["vnnlib"]).name for r in _read_rows(results)])
+    assert sorted(order) == sorted(names)
+    assert keys[0] == [order[0], order[2]] and keys[1] == [order[1]]
+    bad = run_cli("bench", str(folder), "--shard", "2/2", "--quiet")
+    assert bad.returncode == 3 and "--shard must be K/N" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_bounds_bench_refuses_bad_batch_sizes() -> None:
+    run = run_cli("bounds-bench", "--batches", "1,x")
+    assert run.returncode == 3 and "--batches" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
 # ---- published verdicts ----------------------------------------------------------------
 
 def _test_2022_rows() -> list:

@@ -634,6 +634,18 @@ def test_layer_slopes_are_recorded_and_needed(reports, tmp_path, name):
     assert any("re-bounded above the margin" in item for item in failed(stripped))
 
 
+def test_split_leaves_bounded_under_their_splits_are_rechecked_so(reports, tmp_path):
+    """ReLU-split leaves whose intermediate bounds were recomputed under their splits say so
+    (method ``...+refresh``) and the checker recomputes them; read as leaves bounded from the
+    root's clamped bounds, the same multipliers no longer close them all."""
+    path = reports["mnist_layers_split"]
+    methods = {g["method"] for g in load_report(path)["evidence"]["groups"]}
+    assert methods == {"bab-relu/beta-crown+refresh"}
+    relabelled = copy_report(path, tmp_path / "relabelled")
+    edit_json(relabelled, lambda d: [g.update(method="bab-relu/beta-crown") for g in d["evidence"]["groups"]])
+    assert any("re-bounded above the margin" in item for item in failed(relabelled))
+
+
 def test_malformed_layer_slopes_fail_cleanly(reports, tmp_path):
     """Neuron indices out of range are reported as a failed item, not a crash."""
     bad = copy_report(reports["mnist_layers"], tmp_path / "bad")

@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--results", help="results CSV (default: bench_<folder>.csv in the current folder)")
     p.add_argument("--resume", action="store_true", help="skip instances already in the results file")
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="run only instances K, K+N, K+2N, ... (K from 0): N processes with shards 0/N..N-1/N and "
+                        "their own --results files share a machine's cores or GPU")
     p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown", "lp", "milp"])
     p.add_argument("--solver", default="HIGHS", help="cvxpy solver for lp / milp (default HIGHS)")
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
@@ -162,6 +165,17 @@ def _check_arguments(args) -> None:
         raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.reports and Path(args.reports).exists() and not Path(args.reports).is_dir():
         raise InputError("--reports must name a folder", path=args.reports)
+    shard(args.shard, [])
+
+
+def shard(text: str | None, instances: list) -> list:
+    """The instances of shard ``K/N`` (every N-th from the K-th); all of them when ``text`` is None."""
+    if text is None:
+        return instances
+    k, _, n = text.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
+        raise InputError(f"--shard must be K/N with 0 <= K < N, got '{text}'")
+    return instances[int(k)::int(n)]
 
 
 def run_bench(args) -> int:
@@ -169,7 +183,7 @@ def run_bench(args) -> int:
 
     _check_arguments(args)
     folder = Path(args.dir)
-    instances = read_instances(folder)[: args.limit]
+    instances = shard(args.shard, read_instances(folder)[: args.limit])
     reference = read_reference(args.reference) if args.reference else {}
     out_path = Path(args.results or f"bench_{folder.resolve().name}.csv")
     done = _done_rows(out_path) if args.resume else []

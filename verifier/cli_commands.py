@@ -39,7 +39,8 @@ def _config(args, timeout: float):
     bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"), solver=getattr(args, "solver", "HIGHS"),
                           layer_alpha_iterations=getattr(args, "layer_alpha", BoundsConfig.layer_alpha_iterations))
     bab = BabConfig(enabled=not getattr(args, "no_bab", False), strategy=getattr(args, "bab", "auto"),
-                    milp_after=getattr(args, "milp_after", BabConfig.milp_after))
+                    milp_after=getattr(args, "milp_after", BabConfig.milp_after),
+                    batch=getattr(args, "bab_batch", BabConfig.batch))
     cfg = VerifyConfig(timeout=timeout, device=args.device, seed=args.seed, bounds=bounds, bab=bab)
     return dataclasses.replace(cfg)
 
@@ -76,7 +77,8 @@ def register_verify(sub) -> None:
 
 
 def add_milp_after(p) -> None:
-    """The ``--milp-after`` and ``--layer-alpha`` options shared by ``verify`` and ``bench``."""
+    """The ``--milp-after``, ``--layer-alpha`` and ``--bab-batch`` options shared by ``verify`` and
+    ``bench``."""
     from verifier.config import BabConfig, BoundsConfig
 
     p.add_argument("--layer-alpha", type=int, default=BoundsConfig.layer_alpha_iterations, metavar="STEPS",
@@ -89,6 +91,9 @@ def add_milp_after(p) -> None:
                    help="input-split branch and bound hands its worst open boxes to the exact MILP once "
                         f"this share of its time is used (small ReLU nets only; default {BabConfig.milp_after:g}; "
                         "1 turns it off)")
+    p.add_argument("--bab-batch", type=int, default=BabConfig.batch, metavar="N",
+                   help="sub-domains bounded at once in branch and bound (default: 256 on the CPU, 2048 on "
+                        "CUDA; memory grows with it, and batches that do not fit are bounded in halves)")
 
 
 def run_verify(args) -> int:

@@ -40,16 +40,24 @@ class BabConfig:
 
     enabled: bool = True
     strategy: str = "auto"       # auto | input | relu
-    batch: int = 256             # sub-domains bounded at once
+    batch: int = 0               # sub-domains bounded at once; 0: 256 on the CPU, 2048 on CUDA
     max_domains: int = 200_000   # domain store cap; beyond it the run ends with unknown
     intermediate: str = "crown"  # input split: "crown" or "forward" (cheaper, looser) intermediate bounds
     relu_iterations: int = 20    # α/β optimisation steps per batch of ReLU-split domains
+    relu_refresh: bool = True    # ReLU split: recompute each domain's intermediate bounds by CROWN
+                                 # under its splits (tighter; costs about one CROWN pass per layer)
     relu_candidates: int = 3     # ReLU split: neurons per domain tried by one bound of both children
                                  # (filtered smart branching); 1 = the best BaBSR-style score alone
     input_alpha_iterations: int = 10  # α-CROWN steps on the open domains of each input-split batch
     input_branching: str = "strong"  # input split: "strong" (try every dimension) or "smear"
     milp_after: float = 0.5      # input split: share of the time after which open boxes also go to
                                  # the exact MILP (small piecewise-linear nets); >= 1 turns it off
+
+    def batch_on(self, device) -> int:
+        """Sub-domains bounded at once on ``device`` (a GPU pays off only on larger batches)."""
+        if self.batch > 0:
+            return self.batch
+        return 2048 if str(device).startswith("cuda") else 256
 
 
 @dataclass(frozen=True)

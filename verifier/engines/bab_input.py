@@ -136,7 +136,7 @@ def input_split(graph: Graph, case: Case, case_index: int, runner, config: Verif
         rounds += 1  # odd rounds: weakest bound first (toward a proof); even: most promising for a
         order = torch.argsort(store.score if rounds % 2 else store.hint)  # counterexample first
         width = graph.n_inputs if config.bab.input_branching == "strong" else 1
-        k = max(1, config.bab.batch // (2 * width))
+        k = max(1, config.bab.batch_on(graph.device) // (2 * width))
         parents, store = store.select(order[:k]), store.select(order[k:])
         batch, cex = _split_fitting(s, parents, strong=width > 1)
         if time.monotonic() - last > 2.0:

@@ -1,7 +1,8 @@
 """ReLU-split branch and bound with β-CROWN split multipliers (high-dimensional inputs).
 
 A domain fixes some unstable ReLU neurons to active (``z >= 0``) or inactive (``z <= 0``).
-Its bound reuses the root's intermediate bounds, clamped by the splits, and optimises the
+Its intermediate bounds are the root's, clamped by the splits, then recomputed by CROWN under
+those splits (``BabConfig.relu_refresh``); its bound optimises the
 relaxation slopes (α) and one Lagrange multiplier per split (β >= 0, adding ``β·s·z`` with
 ``s = +1`` for inactive and ``-1`` for active, which is ``<= 0`` on the domain) for the
 property rows. Branching picks, per domain, the unstable neuron whose upper relaxation costs
@@ -27,11 +28,14 @@ from verifier.ops.activations import LeakyRelu, Relu
 from verifier.result import Leaf
 
 NO_CHOICE = -1
+ROOT_BOUNDS = "bab-relu/beta-crown"            # leaf method: the root's intermediate bounds, splits clamped
+REFRESHED = "bab-relu/beta-crown+refresh"      # ... those recomputed by CROWN under the domain's splits
 
 
 @dataclass
 class _Problem:
-    """Everything fixed for one case: rows, root bounds, ReLU layers (activation → pre-activation)."""
+    """Everything fixed for one case: rows, root bounds, ReLU layers (activation → pre-activation);
+    and the seconds the last refresh of intermediate bounds took."""
 
     graph: Graph
     rows: RowSpec
@@ -42,6 +46,7 @@ class _Problem:
     case: object
     case_index: int
     runner: object
+    refresh_seconds: float = 0.0
 
 
 class _Store:
@@ -101,7 +106,7 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
             last = time.monotonic()
             progress(f"relu split: {len(store)} open, {out.domains_bounded} bounded, "
                      f"worst bound {float(store.score.min()):.4g}")
-        parents, parent_choice, parent_score = store.pop(max(1, config.bab.batch // 2))
+        parents, parent_choice, parent_score = store.pop(max(1, config.bab.batch_on(graph.device) // 2))
         states, inherited = _children(prob, parents, parent_choice), torch.cat([parent_score, parent_score])
     if len(store) > config.bab.max_domains:
         out.reason = f"domain store reached its cap of {config.bab.max_domains} sub-domains"
@@ -150,10 +155,10 @@ def _leaves(states, closed, score, case_index: int, params) -> list[Leaf]:
         for d, j in torch.nonzero(flat).tolist():
             splits[d].append((act, int(j), int(flat[d, j])))
     bounds = score[idx].double().cpu().tolist()
-    alphas, betas = params
+    alphas, betas, method = params
     mult = [{"alpha": {k: v[i].detach().double().cpu().numpy() for k, v in alphas.items()},
              "beta": {k: v[i].detach().double().cpu().numpy() for k, v in betas.items()}} for i in idx.tolist()]
-    return [Leaf(case_index, "bab-relu/beta-crown", b, splits=tuple(sp), multipliers=m)
+    return [Leaf(case_index, method, b, splits=tuple(sp), multipliers=m)
             for b, sp, m in zip(bounds, splits, mult)]
 
 
@@ -174,6 +179,11 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
     bounds = _domain_bounds(prob, states)
     region = Region(prob.region.lower.expand(D, *prob.region.lower.shape[1:]),
                     prob.region.upper.expand(D, *prob.region.upper.shape[1:]))
+    method = ROOT_BOUNDS
+    if config.bab.relu_refresh and time.monotonic() + 2 * prob.refresh_seconds < deadline:
+        start = time.monotonic()   # (skipped when it would not end well before the deadline)
+        bounds, method = _refreshed(g, region, bounds, config, deadline)
+        prob.refresh_seconds = time.monotonic() - start
     C = prob.rows.batch_C(D)
     alphas = _initial_alphas(g, C, bounds)
     betas = {prob.relus[a]: torch.zeros(D, C.shape[1], *s.shape[1:], dtype=g.dtype, device=g.device,
@@ -195,7 +205,18 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
         cex = _probe(g, prob.unsafe, lo, hi, a_x, score, prob.case, prob.case_index, prob.runner,
                      config.proof_margin)
     out.domains_bounded += D
-    return score, choice, cex, (alphas, betas)
+    return score, choice, cex, (alphas, betas, method)
+
+
+def _refreshed(g: Graph, region: Region, bounds: dict, config: VerifyConfig, deadline: float) -> tuple[dict, str]:
+    """Each domain's intermediate bounds recomputed by CROWN under its splits (``bounds``, the
+    root's clamped by the splits, are intersected in at every value): with the leaf method that
+    says so. Past the deadline, ``bounds`` as given."""
+    try:
+        with torch.no_grad():
+            return intermediate_bounds(g, region, config.bounds, fixed=bounds, deadline=deadline), REFRESHED
+    except DeadlineReached:
+        return bounds, ROOT_BOUNDS
 
 
 def _bound_fitting(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float):
@@ -210,8 +231,11 @@ def _merge_bounded(parts):
     scores, choices, cexs, params = zip(*parts)
     cex = next((c for c in cexs if c is not None), None)
     sizes = [sc.shape[0] for sc in scores]
-    return torch.cat(scores), torch.cat(choices), cex, tuple(_cat_params([p[i] for p in params], sizes)
-                                                             for i in (0, 1))
+    # one method per batch: a batch partly bounded past the deadline without the refresh is labelled
+    # so; the checker may then fail to re-close its refreshed leaves (a failed check, never unsound)
+    method = REFRESHED if all(p[2] == REFRESHED for p in params) else ROOT_BOUNDS
+    multipliers = tuple(_cat_params([p[i] for p in params], sizes) for i in (0, 1))
+    return torch.cat(scores), torch.cat(choices), cex, (*multipliers, method)
 
 
 def _cat_params(dicts: list[dict], sizes: list[int]) -> dict:

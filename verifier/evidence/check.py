@@ -310,8 +310,9 @@ def _check_case(sb, c: int, case, groups: list, margin: float, out: CheckOutcome
         out.add(f"case {c} covered by its split tree", ok, note)
         root = sb.intermediate(lv.case_inputs(sb, case), layers=layers)
         for g, d in split:
-            _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"], margin).numpy(),
-                       margin)
+            refresh = g["method"].endswith("+refresh")
+            _leaf_item(out, g, lv.split_scores(sb, case, root, d["signs"], d["alpha"], d["beta"], margin,
+                                               refresh).numpy(), margin)
 
 
 def _leaf_item(out: CheckOutcome, g: dict, scores: np.ndarray, margin: float) -> None:

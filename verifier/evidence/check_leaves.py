@@ -5,7 +5,8 @@ Three leaf kinds: a whole-region leaf (interval or CROWN bound, optional α slop
 boxes (their union must cover the region; re-bounded along the bisection tree they came from,
 each piece's intermediate bounds starting from its parent's) and ReLU-split leaves (the split
 decisions must form a complete binary tree; bounded with the root's intermediate bounds,
-split neurons clamped, α slopes and β multipliers). A score is the sound lower bound of
+split neurons clamped and, for method ``...+refresh``, recomputed under the splits, α slopes
+and β multipliers). A score is the sound lower bound of
 ``min over disjuncts, max over its rows, of C y - d``; a leaf holds when its score exceeds the
 proof margin.
 
@@ -132,13 +133,14 @@ def region_scores(sb: SoundBounds, case, alphas: dict, margin: float = math.inf,
 
 
 def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alphas: dict, betas: dict,
-                 margin: float = math.inf) -> torch.Tensor:
-    """Scores of ReLU-split leaves: the root's intermediate bounds, split neurons clamped, α slopes
+                 margin: float = math.inf, refresh: bool = False) -> torch.Tensor:
+    """Scores of ReLU-split leaves: the root's intermediate bounds, split neurons clamped (with
+    ``refresh``, then recomputed by CROWN under the splits, as the verifier did), α slopes
     and β·s added at the pre-activation values (β clipped to >= 0). ``signs[pre]`` ``(D, n)``
     int8, ``alphas``/``betas`` ``(D, R, *shape)`` numpy arrays → ``(D,)``."""
     rows = CaseRows.of(case)
     D = next(iter(signs.values())).shape[0]
-    step, out = _chunk(sb, rows.C.shape[0], False), []
+    step, out = _chunk(sb, rows.C.shape[0], refresh), []
     one = case_inputs(sb, case)
     for s in range(0, D, step):
         sl = slice(s, min(D, s + step))
@@ -149,6 +151,8 @@ def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alpha
                  for k, v in betas.items() if k in sg}
         inputs = InputSet(one.lower.expand(n, *one.lower.shape[1:]), one.upper.expand(n, *one.upper.shape[1:]),
                           None if one.center is None else one.center.expand(n, -1), one.radius)
+        if refresh:
+            bounds = sb.intermediate(inputs, fixed=bounds)
         a = {k: torch.as_tensor(v[sl]) for k, v in alphas.items()}
         out.append(_scores(sb, rows, inputs, bounds, a, extra or None, margin))
     return torch.cat(out)
