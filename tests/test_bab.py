@@ -227,7 +227,8 @@ def _sliver_search(make_onnx, threshold: float, deadline: float, steps: int = 50
     """A search on ``y = relu(x0) + 0.1 relu(x1)`` over ``[0, 1]²`` whose unsafe set ``y <= threshold``
     is a thin sliver against the face ``x0 = 0`` (for a small positive threshold)."""
     from verifier.config import AttackConfig, VerifyConfig
-    from verifier.engines.bab_input import SplitOutcome, _Search
+    from verifier.engines.bab_common import SplitOutcome
+    from verifier.engines.bab_input import _Search
     from verifier.engines.confirm import UnsafeSet
     from verifier.engines.onnx_runner import OnnxRunner
     from verifier.engines.rows import RowSpec

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 
 from verifier.config import VerifyConfig
-from verifier.engines.bab_input import SplitOutcome, input_split
+from verifier.engines.bab_common import SplitOutcome
+from verifier.engines.bab_input import input_split
 from verifier.errors import ResourceError
 from verifier.ir.graph import Graph
 from verifier.result import Counterexample

@@ -10,42 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from verifier.bounds.crown import alpha_spec_bounds, intermediate_bounds, nonlinear_inputs, spec_bounds
 from verifier.bounds.forward import forward_bounds
 from verifier.bounds.linear import Region, Trace
-from verifier.config import AttackConfig, VerifyConfig
-from verifier.engines.attack import pgd
+from verifier.config import VerifyConfig
+from verifier.engines.bab_common import SplitOutcome, probe_open_domains
 from verifier.engines.bab_milp import MILP_MAX_UNSTABLE, MilpHandoff, solve_box
 from verifier.engines.bab_sampling import LateSampling, sample_open_boxes
-from verifier.engines.confirm import UnsafeSet, confirm
+from verifier.engines.confirm import UnsafeSet
 from verifier.engines.memory import in_halves
 from verifier.engines.row_combination import combined_bounds
 from verifier.engines.rows import RowSpec
 from verifier.ir.graph import Graph
-from verifier.result import Counterexample, Leaf
+from verifier.result import Leaf
 from verifier.spec.property import Case
-
-
-PROBE_ATTACK = AttackConfig(steps=10, step_fraction=0.5)
-
-
-@dataclass
-class SplitOutcome:
-    """What a branch-and-bound run on one case found."""
-
-    proven: bool = False
-    counterexample: Counterexample | None = None
-    reason: str = ""
-    open_domains: int = 0
-    best_bound: float = float("-inf")
-    domains_bounded: int = 0
-    case_index: int = 0
-    leaves: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
 
 
 @dataclass
@@ -352,21 +334,12 @@ def _bound_and_probe(s: _Search, lo: torch.Tensor, hi: torch.Tensor, parent_inte
     dims = (a.abs() * (hi - lo)).argmax(dim=1)
     inter = {n: bounds[n] for n in nonlinear_inputs(g)}
     hint: dict = {}
-    cex = _probe(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin, hint)
+    cex = probe_open_domains(g, s.unsafe, lo, hi, a, score, s.case, s.case_index, s.runner, cfg.proof_margin, hint)
     hints = hint.get("hint", torch.full_like(score, torch.inf))
     if used is not None:
         lambdas = torch.where(used.unsqueeze(1), torch.zeros_like(lambdas), lambdas)
     s.out.domains_bounded += B  # counted once bounding and probing finished (a retried half counts once)
     return _Domains(lo, hi, score, dims, inter, path, hints, lambdas, alphas, used), cex
-
-
-PGD_BOXES = 16  # most promising open boxes searched by a short PGD run per batch
-PROBE_SAMPLES = 8  # uniform samples evaluated in every open box
-
-
-def _probe_rng(like: torch.Tensor) -> torch.Generator:
-    """A generator seeded from the boxes themselves: probes are reproducible run to run."""
-    return torch.Generator().manual_seed(int(like.shape[0] * 7919 + float(like.sum()) * 1e6) % (2**31))
 
 
 def _alpha_scores(s: _Search, bounds: dict, region: Region, idx: torch.Tensor):
@@ -381,34 +354,3 @@ def _alpha_scores(s: _Search, bounds: dict, region: Region, idx: torch.Tensor):
                            min(s.deadline, time.monotonic() + 5.0),
                            done=lambda b: bool((s.rows.worst(b) > cfg.proof_margin).all()), params_out=params)
     return s.rows.worst(lb), params
-
-
-def _probe(graph, unsafe, lo, hi, a, score, case, case_index, runner, margin, hint_out: dict | None = None):
-    """Evaluate each open box's centre, the vertex minimising the linear bound and a few uniform
-    samples, then run a short PGD inside the most promising boxes from their best point so far
-    (each box searched from where it came closest). ``hint_out['hint']`` gets the
-    smallest margin evaluated per box ``(D,)`` (+inf for closed boxes)."""
-    open_ = score <= margin
-    if not bool(open_.any()):
-        return None
-    lo, hi, a, sc = lo[open_], hi[open_], a[open_], score[open_]
-    vertex = torch.where(a > 0, lo, hi)
-    u = torch.rand(PROBE_SAMPLES * lo.shape[0], lo.shape[1], generator=_probe_rng(lo), dtype=lo.dtype)
-    uniform = lo.repeat(PROBE_SAMPLES, 1) + u.to(lo.device) * (hi - lo).repeat(PROBE_SAMPLES, 1)
-    cand = torch.cat([vertex, (lo + hi) / 2, uniform])
-    with torch.no_grad():
-        m = unsafe.margins(graph.forward_flat(cand))
-    n_open = vertex.shape[0]
-    concrete, which = m.reshape(PROBE_SAMPLES + 2, n_open).min(dim=0)  # best evaluated margin per box
-    start = cand.reshape(PROBE_SAMPLES + 2, n_open, -1)[which, torch.arange(n_open, device=which.device)]
-    top = torch.argsort(concrete)[:PGD_BOXES]
-    x, mp = pgd(graph, unsafe, case.region, start[top], lo[top], hi[top], PROBE_ATTACK, time.monotonic() + 1.0)
-    if hint_out is not None:
-        best = concrete.clone()
-        best[top] = torch.minimum(best[top], mp.to(best.dtype))
-        hint_out["hint"] = torch.full_like(score, torch.inf).masked_scatter(open_, best.to(score.dtype))
-    cand, m = torch.cat([cand, x]), torch.cat([m, mp])
-    bad = torch.nonzero(m <= 1e-6).flatten()[:8]
-    if bad.numel() == 0:
-        return None
-    return confirm(runner, case, case_index, cand[bad].double().cpu().numpy(), graph.input_shape)

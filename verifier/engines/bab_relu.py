@@ -18,7 +18,7 @@ import torch
 from verifier.bounds.crown import DeadlineReached, _initial_alphas, intermediate_bounds, optimise_rows, spec_bounds
 from verifier.bounds.linear import Region, Trace
 from verifier.config import VerifyConfig
-from verifier.engines.bab_input import SplitOutcome, _probe
+from verifier.engines.bab_common import SplitOutcome, probe_open_domains
 from verifier.engines.confirm import UnsafeSet
 from verifier.engines.incomplete import case_region
 from verifier.engines.memory import in_halves
@@ -202,7 +202,7 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
             choice = _smart_choice(prob, candidates, bounds, region, C, alphas, extra)
         a_x = trace.A_x.reshape(D, C.shape[1], -1)[torch.arange(D), wr]
         lo, hi = region.lower.reshape(D, -1), region.upper.reshape(D, -1)
-        cex = _probe(g, prob.unsafe, lo, hi, a_x, score, prob.case, prob.case_index, prob.runner,
+        cex = probe_open_domains(g, prob.unsafe, lo, hi, a_x, score, prob.case, prob.case_index, prob.runner,
                      config.proof_margin)
     out.domains_bounded += D
     return score, choice, cex, (alphas, betas, method)
