@@ -105,11 +105,11 @@ def _tighten_rows(graph, name, wanted, signs, flat_lo, flat_hi, like, bounds, re
     """Intersect ``flat_lo``/``flat_hi`` ``(B, n)`` in place with the CROWN bounds of the
     ``wanted`` ``(B, n)`` neurons: lower bounds for sign ``+1``, upper bounds for ``-1``."""
     B, n = flat_lo.shape
+    order = _wanted_first(wanted)   # (B, n) or, for one region, (1, r): the wanted indices only
     counts = wanted.sum(1)
     r_max = int(counts.max()) if B else 0
     if r_max == 0:
         return
-    order = torch.argsort(wanted.to(torch.int8), dim=1, descending=True, stable=True)
     per_row = B * max(n, graph.n_inputs) * len(signs)
     chunk = max(1, config.max_batch_elements // max(per_row, 1))
     for start in range(0, r_max, chunk):
@@ -123,26 +123,57 @@ def _tighten_rows(graph, name, wanted, signs, flat_lo, flat_hi, like, bounds, re
             target.scatter_(1, idx, torch.where(valid, better, cur))
 
 
+def _wanted_first(wanted: torch.Tensor) -> torch.Tensor:
+    """Per region, the indices of its ``wanted`` ``(B, n)`` neurons in increasing order, then the
+    others; for one region just the wanted ones (no sort needed)."""
+    if wanted.shape[0] == 1:
+        return wanted[0].nonzero().reshape(1, -1)
+    return torch.argsort(wanted.to(torch.int8), dim=1, descending=True, stable=True)
+
+
 def _bound_rows(graph, name, idx, valid, n, like, bounds, region, lines, signs) -> list[torch.Tensor]:
     """CROWN bounds of neurons ``idx`` ``(B, r)`` of value ``name``, one ``(B, r)`` tensor per
     sign: lower bounds for ``+1``, upper bounds for ``-1``.
 
-    When the value's last axis holds all its neurons and a ``Linear`` computes it, the unit
-    rows are built on the wanted neurons only (``start_cols``), so its product skips the rest.
+    When a ``Linear`` on a flat vector computes the value, the first backward step of the unit
+    rows is a gather of its weight rows (no product); otherwise the unit rows start the pass.
     """
     B, r = idx.shape
-    cols = None
-    if isinstance(graph.ops[name], Linear) and graph.shape_of(name)[-1] == n:
-        cols = torch.unique(idx[valid])            # sorted
-        pos = torch.searchsorted(cols, idx.contiguous()).clamp(max=max(cols.numel() - 1, 0))
-        width, shape = cols.numel(), (*like.shape[1:-1], cols.numel())
+    first = _unit_rows_through_linear(graph, name, idx, valid, signs)
+    if first is not None:
+        A_in, const, below = first
+        found = backward_bound(graph, below, A_in, bounds, region, lines=lines) + const
     else:
-        pos, width, shape = idx, n, like.shape[1:]
-    unit = torch.zeros(B, r, width, dtype=like.dtype, device=like.device)
-    unit.scatter_(2, pos.unsqueeze(-1), valid.unsqueeze(-1).to(like.dtype))
-    A0 = torch.cat([unit * s for s in signs], dim=1).reshape(B, len(signs) * r, *shape)
-    found = backward_bound(graph, name, A0, bounds, region, lines=lines, start_cols=cols)
+        unit = torch.zeros(B, r, n, dtype=like.dtype, device=like.device)
+        unit.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(like.dtype))
+        A0 = torch.cat([unit if s == 1 else unit * s for s in signs], dim=1).reshape(B, len(signs) * r, *like.shape[1:])
+        found = backward_bound(graph, name, A0, bounds, region, lines=lines)
     return [found[:, k * r:(k + 1) * r] * s for k, s in enumerate(signs)]
+
+
+def _unit_rows_through_linear(graph, name, idx, valid, signs):
+    """The unit rows of neurons ``idx`` ``(B, r)`` (zero where not ``valid``) after the backward
+    step of the ``Linear`` computing ``name``: its weight rows ``(B, len(signs)·r, *in_shape)``
+    times each sign, the bias terms ``(B, len(signs)·r)`` and the value they reached; ``None``
+    unless that op is a ``Linear`` mapping a flat input to a flat output."""
+    op = graph.ops.get(name)
+    if not isinstance(op, Linear):
+        return None
+    node = graph.node_by_name[name]
+    m, k = op.W_rows.shape
+    in_shape = graph.shape_of(node.inputs[0])
+    if math.prod(graph.shape_of(name)) != m or math.prod(in_shape) != k:
+        return None
+    B, r = idx.shape
+    flat = idx.reshape(-1)
+    rows = op.W_rows.index_select(0, flat).reshape(B, r, k)
+    bias = op.p["b"].expand(*node.out_shape).reshape(-1).index_select(0, flat).reshape(B, r) if "b" in op.p else None
+    if not bool(valid.all()):
+        rows = rows * valid.unsqueeze(-1)
+        bias = None if bias is None else bias * valid
+    A_in = torch.cat([rows if s == 1 else rows * s for s in signs], dim=1).reshape(B, len(signs) * r, *in_shape)
+    const = 0.0 if bias is None else torch.cat([bias if s == 1 else bias * s for s in signs], dim=1)
+    return A_in, const, node.inputs[0]
 
 
 def spec_bounds(graph: Graph, C: torch.Tensor, bounds: dict[str, Box], region: Region,

@@ -34,11 +34,16 @@ def concretize(A: torch.Tensor, region: Region) -> torch.Tensor:
     A = A.reshape(B, R, -1)
     lo, hi = region.lower.reshape(B, -1), region.upper.reshape(B, -1)
     center, radius = (lo + hi) / 2, (hi - lo) / 2
-    box = torch.einsum("brn,bn->br", A, center) - torch.einsum("brn,bn->br", A.abs(), radius)
+    box = _matvec(A, center) - _matvec(A.abs(), radius)
     if region.l2_center is None:
         return box
-    ball = torch.einsum("brn,bn->br", A, region.l2_center) - A.norm(dim=2) * region.l2_radius[:, None]
+    ball = _matvec(A, region.l2_center) - A.norm(dim=2) * region.l2_radius[:, None]
     return torch.maximum(box, ball)
+
+
+def _matvec(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``A`` ``(B, R, n)`` times ``v`` ``(B, n)`` → ``(B, R)`` (one batched product)."""
+    return torch.bmm(A, v.unsqueeze(-1)).squeeze(-1)
 
 
 @dataclass
@@ -54,7 +59,7 @@ class Trace:
 def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str, Box], region: Region,
                    alphas: dict[str, torch.Tensor] | None = None,
                    extra: dict[str, torch.Tensor] | None = None, trace: Trace | None = None,
-                   lines: dict[str, Lines] | None = None, start_cols: torch.Tensor | None = None,
+                   lines: dict[str, Lines] | None = None,
                    extra_cols: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Lower bound of ``A0 · value(start)`` over ``region``: ``(B, R)``.
 
@@ -65,16 +70,15 @@ def backward_bound(graph: Graph, start: str, A0: torch.Tensor, bounds: dict[str,
     when given, receives the input coefficients and those at each activation.
 
     ``lines`` caches the default relaxation of each activation between passes over the same
-    ``bounds`` (filled as needed). ``start_cols`` (int64 ``(m',)``): ``A0`` holds only these
-    indices of the start value's last axis, the others being zero; likewise ``extra_cols[name]``
-    for ``extra[name]``.
+    ``bounds`` (filled as needed). ``extra_cols[name]`` (int64 ``(m',)``): ``extra[name]`` holds
+    only these indices of the value's last axis, the others being zero.
 
     Coefficients behind neurons whose lines are all zero (inactive ReLUs) are kept compact:
     only the live indices of the last axis travel to the affine op below when it can use them
     (:class:`~verifier.ops.linear.Linear`), which skips the rest of its product.
     """
     pending: dict[str, torch.Tensor] = {start: A0}
-    cols: dict[str, torch.Tensor] = {} if start_cols is None else {start: start_cols}
+    cols: dict[str, torch.Tensor] = {}
     const = A0.new_zeros(A0.shape[:2])
     for node in graph.ancestors_in_reverse(start):
         compact = _takes_columns(graph, node.name)
@@ -225,6 +229,14 @@ class Lines:
                 lo, hi, alpha = (t.index_select(-1, live) for t in (lo, hi, alpha))
             lw, lb, uw, ub = op.relax(lo, hi, alpha)
             return Lines(lw, uw - lw, lb, ub - lb, live)
+        mask = op.live_mask(lo, hi)
+        if mask is not None:  # the live neurons read off the bounds: lines made for those only
+            live = _live_indices((mask,))
+            if live is not None:
+                lo, hi = lo.index_select(-1, live), hi.index_select(-1, live)
+            lw, lb, uw, ub = op.relax(lo, hi, None)
+            lb = None if op.zero_lower_intercept else lb
+            return Lines(lw, uw - lw, lb, ub if lb is None else ub - lb, live)
         lw, lb, uw, ub = op.relax(lo, hi, alpha)
         gap_w, gap_b = uw - lw, ub - lb
         lw, lb, gap_w, gap_b = torch.broadcast_tensors(lw, lb, gap_w, gap_b)
@@ -241,7 +253,7 @@ class Lines:
         if self.live is not None:
             A = A.index_select(-1, self.live)
         A_neg = A.clamp(max=0)
-        A_in = A * self.lw + A_neg * self.gap_w
+        A_in = torch.addcmul(A * self.lw, A_neg, self.gap_w)
         c = _dot(A_neg, self.gap_b)
         return A_in, c if self.lb is None else c + _dot(A, self.lb)
 

@@ -50,15 +50,35 @@ def _piecewise_linear_relu(lo, hi, alpha, neg_slope: float):
     return lw, torch.zeros_like(lo), uw, ub
 
 
+def _relu_lines(lo, hi, alpha):
+    """:func:`_piecewise_linear_relu` for ReLU (slope 0 below), in fewer tensor ops: the same
+    lines for every neuron."""
+    active = lo >= 0
+    width = hi - lo
+    wide = (hi > 0) & ~active & (width >= _TINY)
+    on = active.to(lo.dtype)
+    chord = hi / width.clamp_min(_TINY)
+    if alpha is None:
+        alpha = (hi >= -lo).to(lo.dtype)
+    lw = torch.where(wide, alpha.clamp(0, 1), on)
+    uw = torch.where(wide, chord, on)                   # narrow unstable: slope 0, like inactive
+    ub = torch.where(wide, -chord * lo, torch.where(active, 0.0, hi.clamp(min=0)))
+    return lw, torch.zeros_like(lo), uw, ub
+
+
 @register("Relu")
 class Relu(Activation):
     dead_for_every_alpha = True  # inactive neurons (hi <= 0) get slope 0 whatever alpha says
+    zero_lower_intercept = True
+
+    def live_mask(self, lo, hi):
+        return hi > 0   # inactive neurons (hi <= 0) have all four coefficients zero
 
     def fn(self, x):
         return torch.relu(x)
 
     def relax(self, lo, hi, alpha=None):
-        return _piecewise_linear_relu(lo, hi, alpha, 0.0)
+        return _relu_lines(lo, hi, alpha)
 
     def alpha_shape_ok(self) -> bool:
         return True
@@ -67,6 +87,8 @@ class Relu(Activation):
 @register("LeakyRelu")
 class LeakyRelu(Activation):
     """``max(x, a·x)`` with attr ``alpha`` (``a``) in [0, 1]."""
+
+    zero_lower_intercept = True
 
     def fn(self, x):
         return torch.where(x >= 0, x, self.attrs["alpha"] * x)

@@ -142,3 +142,11 @@ class Activation(Op):
     # lines for every ``alpha`` too (ReLU: the inactive neurons), so the live neurons found
     # once on the default lines serve every α-CROWN step.
     dead_for_every_alpha = False
+    # True when ``relax`` always returns a zero lower intercept ``lb`` (piecewise-linear
+    # activations through the origin).
+    zero_lower_intercept = False
+
+    def live_mask(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor | None:
+        """Where the default lines on ``[lo, hi]`` may be nonzero (bool, like ``lo``), read off
+        the bounds before the lines are made; ``None`` when the op cannot tell that way."""
+        return None
