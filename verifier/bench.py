@@ -28,7 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     p.add_argument("--shard", default=None, metavar="K/N",
                    help="run only instances K, K+N, K+2N, ... (K from 0): N processes with shards 0/N..N-1/N and "
-                        "their own --results files share a machine's cores or GPU")
+                        "their own --results files split a family across cores, GPUs or machines (one process "
+                        "per GPU: processes sharing one slow each other down far more than their share)")
     p.add_argument("--method", default="alpha-crown", choices=["ibp", "crown", "alpha-crown", "lp", "milp"])
     p.add_argument("--solver", default="HIGHS", help="cvxpy solver for lp / milp (default HIGHS)")
     p.add_argument("--no-bab", action="store_true", help="stop after bound propagation")
