@@ -13,6 +13,7 @@ import torch
 
 import verifier
 from conftest import MODELS_DIR, SPECS_DIR, benchmark_path, ort_forward
+from test_bab import _acas, _assert_confirmed
 from verifier.config import BabConfig, BoundsConfig, VerifyConfig
 from verifier.evidence.check import check_report
 from verifier.evidence.report import write_verify_report
@@ -60,22 +61,9 @@ def test_batched_bounds_on_cuda_equal_one_box_at_a_time():
         assert torch.allclose(lb[i:i + 1], lb1, rtol=0, atol=1e-9) and torch.allclose(ub[i:i + 1], ub1, rtol=0, atol=1e-9)
 
 
-def _acas(net: str, prop: int):
-    model = verifier.load_model(benchmark_path("acasxu", "onnx", f"ACASXU_run2a_{net}_batch_2000.onnx"))
-    return model, verifier.load_property(benchmark_path("acasxu", "vnnlib", f"prop_{prop}.vnnlib"), model)
-
-
 def _mnist(net: str, prop: str):
     model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", f"mnist-net_{net}.onnx"))
     return model, verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", f"prop_{prop}.vnnlib"), model)
-
-
-def _assert_confirmed(model, prop, result) -> None:
-    cex = result.counterexample
-    case = prop.cases[cex.case_index]
-    assert case.region.contains(cex.x.reshape(-1).astype(np.float64))
-    y = ort_forward(model.onnx_path, cex.x.reshape(1, -1).astype(np.float32)).reshape(-1)
-    assert case.unsafe[cex.disjunct_index].margin(y) <= 0.0
 
 
 @pytest.mark.parametrize("load,args,settings,published", [
