@@ -237,6 +237,23 @@ def test_random_property_verdicts_long(tiny_model: Path, tmp_path_factory, on_di
     test_random_property_verdicts.hypothesis.inner_test(tiny_model, tmp_path_factory, on_digits, rng)
 
 
+def test_thousands_of_disjuncts_keep_the_deadline(tiny_model: Path, tmp_path: Path) -> None:
+    """Conjunctions of two-way ORs that expand to 8192 disjuncts (a case the random run found):
+    the attack's sampling works in smaller chunks and stops at the deadline (it once used 15 s
+    of a 2 s limit, nearly all of it allocating gigabytes), and the verdict is judged by the
+    exact evaluator."""
+    rng = random.Random(712602)
+    text = mutate.base_property()
+    for _ in range(3):
+        text, _note = mutate_vnnlib.PROPERTY_MUTATIONS["wide_disjunction"](text, rng)
+    spec = tmp_path / "wide.vnnlib"
+    spec.write_text(text)
+    out = run_case(tiny_model, spec)
+    assert out.prop is not None and len(out.prop.cases[0].unsafe) == 8192
+    # few points: the evaluator walks 8192 disjuncts per point in Python
+    check_verdict(out, tiny_model, parsed_holds(out.prop), parsed_boxes(out.prop), samples=16)
+
+
 def test_case_without_output_rows_is_bounded(tiny_model: Path) -> None:
     """A disjunct with no output rows (``Y_0 <= Y_0``: every output is unsafe) is bounded,
     never proven (it once crashed CROWN when the attack had not found a witness first)."""

@@ -29,7 +29,7 @@ def attack_case(graph: Graph, case: Case, case_index: int, runner: OnnxRunner, c
             break
         x0 = _starts(lower, upper, config.restarts, generator, with_center=round_index == 0)
         if round_index == 0 and lower.numel() <= config.sample_max_dim and config.samples:
-            x0 = torch.cat([x0[:1], _best_samples(graph, unsafe, lower, upper, config, generator)])
+            x0 = torch.cat([x0[:1], _best_samples(graph, unsafe, lower, upper, config, generator, deadline)])
         x, m = pgd(graph, unsafe, case.region, x0, lower, upper, config, deadline)
         best_x = x if best_x is None else torch.cat([best_x, x])
         best_m = m if best_m is None else torch.cat([best_m, m])
@@ -50,12 +50,17 @@ def _starts(lower, upper, n: int, generator, with_center: bool) -> torch.Tensor:
     return x
 
 
-def _best_samples(graph, unsafe: UnsafeSet, lower, upper, config: AttackConfig, generator) -> torch.Tensor:
-    """The ``restarts - 1`` lowest-margin points among ``config.samples`` uniform samples."""
+def _best_samples(graph, unsafe: UnsafeSet, lower, upper, config: AttackConfig, generator,
+                  deadline: float) -> torch.Tensor:
+    """The ``restarts - 1`` lowest-margin points among ``config.samples`` uniform samples (fewer
+    when the deadline comes first)."""
     best_x, best_m = None, None
+    chunk = unsafe.chunk_for(SAMPLE_CHUNK)
     with torch.no_grad():
-        for start in range(0, config.samples, SAMPLE_CHUNK):
-            x = _starts(lower, upper, min(SAMPLE_CHUNK, config.samples - start), generator, with_center=False)
+        for start in range(0, config.samples, chunk):
+            if start and time.monotonic() >= deadline:
+                break
+            x = _starts(lower, upper, min(chunk, config.samples - start), generator, with_center=False)
             m = unsafe.margins(graph.forward_flat(x))
             best_x = x if best_x is None else torch.cat([best_x, x])
             best_m = m if best_m is None else torch.cat([best_m, m])

@@ -57,8 +57,8 @@ def sample_open_boxes(s, lower: torch.Tensor, upper: torch.Tensor, seconds: floa
     weights = torch.softmax(log_volume - log_volume.max(), 0).cpu()
     drawn = 0
     while drawn == 0 or time.monotonic() < stop:
-        best_x = _draw_round(s, lower, width, weights, gen)
-        drawn += ROUND_CHUNKS * CHUNK
+        best_x, count = _draw_round(s, lower, width, weights, gen)
+        drawn += count
         found = _polish_and_confirm(s, best_x)
         if found is not None:
             return found, drawn
@@ -70,20 +70,22 @@ POLISH = dict(step_fraction=0.005, steps=100)   # measured on ACAS 1_9 / propert
                                                 # attack's own steps) never lands in its sliver
 
 
-def _draw_round(s, lower, width, weights, gen) -> torch.Tensor:
-    """The ``restarts`` lowest-margin points of ``ROUND_CHUNKS`` chunks drawn by box volume."""
+def _draw_round(s, lower, width, weights, gen) -> tuple[torch.Tensor, int]:
+    """The ``restarts`` lowest-margin points of ``ROUND_CHUNKS`` chunks drawn by box volume, and
+    the points drawn (chunks are smaller for properties with thousands of disjuncts)."""
     g, keep = s.graph, max(1, s.config.attack.restarts)
+    n = s.unsafe.chunk_for(CHUNK)
     best_x, best_m = lower[:0], torch.zeros(0, dtype=lower.dtype, device=lower.device)
     with torch.no_grad():
         for _ in range(ROUND_CHUNKS):
-            idx = torch.multinomial(weights, CHUNK, replacement=True, generator=gen).to(lower.device)
-            u = torch.rand(CHUNK, lower.shape[1], generator=gen, dtype=torch.float64).to(lower)
+            idx = torch.multinomial(weights, n, replacement=True, generator=gen).to(lower.device)
+            u = torch.rand(n, lower.shape[1], generator=gen, dtype=torch.float64).to(lower)
             x = lower[idx] + u * width[idx]
             m = s.unsafe.margins(g.forward_flat(x))
             best_x, best_m = torch.cat([best_x, x]), torch.cat([best_m, m])
             order = torch.argsort(best_m)[:keep]
             best_x, best_m = best_x[order], best_m[order]
-    return best_x
+    return best_x, ROUND_CHUNKS * n
 
 
 def _polish_and_confirm(s, best_x: torch.Tensor) -> Counterexample | None:

@@ -32,6 +32,9 @@ def confirm(runner: OnnxRunner, case: Case, case_index: int, candidates: np.ndar
     return None
 
 
+MARGIN_CHUNK = 1 << 22   # values of C_k y per chunk of samples in UnsafeSet.margins (16 MiB in float32)
+
+
 class UnsafeSet:
     """The unsafe DNF of one case as padded tensors for batched margin evaluation.
 
@@ -49,7 +52,22 @@ class UnsafeSet:
         self.C = torch.as_tensor(C, dtype=dtype, device=device)
         self.d = torch.as_tensor(d, dtype=dtype, device=device)
 
+    def chunk_for(self, samples: int) -> int:
+        """How many of ``samples`` points to evaluate at once: all of them for a property of a
+        few rows, fewer for one with thousands of disjuncts (``MARGIN_CHUNK`` values of
+        ``C_k y`` per chunk), so a chunk costs about the same time and memory either way."""
+        K, M = self.d.shape
+        return max(1, min(samples, MARGIN_CHUNK // max(1, K * M)))
+
     def margins(self, y: torch.Tensor) -> torch.Tensor:
-        """``min_k max_i (C_k y - d_k)_i`` per sample: ``(B, n_out)`` → ``(B,)``; <= 0 is unsafe."""
+        """``min_k max_i (C_k y - d_k)_i`` per sample: ``(B, n_out)`` → ``(B,)``; <= 0 is unsafe.
+        Samples go in chunks of at most ``MARGIN_CHUNK`` values of ``C_k y`` (a property with
+        thousands of disjuncts would otherwise need gigabytes for a large batch)."""
+        step = self.chunk_for(y.shape[0])
+        if y.shape[0] <= step:
+            return self._margins(y)
+        return torch.cat([self._margins(y[i:i + step]) for i in range(0, y.shape[0], step)])
+
+    def _margins(self, y: torch.Tensor) -> torch.Tensor:
         vals = torch.einsum("kmo,bo->bkm", self.C, y) - self.d
         return vals.amax(dim=2).amin(dim=1)
