@@ -165,9 +165,7 @@ def _unit_rows_through_linear(graph, name, idx, valid, signs):
     if math.prod(graph.shape_of(name)) != m or math.prod(in_shape) != k:
         return None
     B, r = idx.shape
-    flat = idx.reshape(-1)
-    rows = op.W_rows.index_select(0, flat).reshape(B, r, k)
-    bias = op.p["b"].expand(*node.out_shape).reshape(-1).index_select(0, flat).reshape(B, r) if "b" in op.p else None
+    rows, bias = op.unit_rows_backward(idx)
     if not bool(valid.all()):
         rows = rows * valid.unsqueeze(-1)
         bias = None if bias is None else bias * valid

@@ -39,6 +39,18 @@ class Linear(Affine):
         return [A_in], (A.flatten(2) @ b.expand(*A.shape[2:]).reshape(-1, 1)).squeeze(-1)
 
 
+    def unit_rows_backward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The backward step of unit rows on output neurons ``idx`` ``(B, r)`` (flat indices):
+        a gather of weight rows, ``(B, r, k)``, and of the bias, ``(B, r)`` (``None`` without
+        one). The same as :meth:`backward` on one-hot rows, without the product."""
+        B, r = idx.shape
+        flat = idx.reshape(-1)
+        rows = self.W_rows.index_select(0, flat).reshape(B, r, -1)
+        if "b" not in self.p:
+            return rows, None
+        return rows, self.p["b"].expand(*self.node.out_shape).reshape(-1).index_select(0, flat).reshape(B, r)
+
+
 def _matmul_last(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """``x @ W`` on the last axis as one 2-D product (batched products of single rows are
     far slower on multi-threaded CPUs)."""
