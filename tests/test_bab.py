@@ -311,7 +311,7 @@ def test_refreshed_domain_bounds_hold_at_sampled_points_of_the_domain(make_onnx,
     prob = bab_relu._Problem(model, None, None, one, root, relus, None, 0, None)
     clamped = bab_relu._domain_bounds(prob, states)
     region = Region(one.lower.expand(4, 3), one.upper.expand(4, 3))
-    refreshed, method = bab_relu._refreshed(model, region, clamped, VerifyConfig(), time.monotonic() + 60)
+    refreshed, method = bab_relu._refreshed(prob, region, clamped, VerifyConfig(), time.monotonic() + 60)
     assert method == bab_relu.REFRESHED
     x = torch.rand(200_000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     values = {k: v.reshape(x.shape[0], -1) for k, v in evaluate(model, x.reshape(-1, 1, 3)).items()}

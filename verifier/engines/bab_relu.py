@@ -179,11 +179,7 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
     bounds = _domain_bounds(prob, states)
     region = Region(prob.region.lower.expand(D, *prob.region.lower.shape[1:]),
                     prob.region.upper.expand(D, *prob.region.upper.shape[1:]))
-    method = ROOT_BOUNDS
-    if config.bab.relu_refresh and time.monotonic() + 2 * prob.refresh_seconds < deadline:
-        start = time.monotonic()   # (skipped when it would not end well before the deadline)
-        bounds, method = _refreshed(g, region, bounds, config, deadline)
-        prob.refresh_seconds = time.monotonic() - start
+    bounds, method = _refreshed(prob, region, bounds, config, deadline)
     C = prob.rows.batch_C(D)
     alphas = _initial_alphas(g, C, bounds)
     betas = {prob.relus[a]: torch.zeros(D, C.shape[1], *s.shape[1:], dtype=g.dtype, device=g.device,
@@ -203,20 +199,27 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
         a_x = trace.A_x.reshape(D, C.shape[1], -1)[torch.arange(D), wr]
         lo, hi = region.lower.reshape(D, -1), region.upper.reshape(D, -1)
         cex = probe_open_domains(g, prob.unsafe, lo, hi, a_x, score, prob.case, prob.case_index, prob.runner,
-                     config.proof_margin)
+                                 config.proof_margin)
     out.domains_bounded += D
     return score, choice, cex, (alphas, betas, method)
 
 
-def _refreshed(g: Graph, region: Region, bounds: dict, config: VerifyConfig, deadline: float) -> tuple[dict, str]:
+def _refreshed(prob: _Problem, region: Region, bounds: dict, config: VerifyConfig,
+               deadline: float) -> tuple[dict, str]:
     """Each domain's intermediate bounds recomputed by CROWN under its splits (``bounds``, the
-    root's clamped by the splits, are intersected in at every value): with the leaf method that
-    says so. Past the deadline, ``bounds`` as given."""
+    root's clamped by the splits, are intersected in at every value), with the leaf method that
+    says so. ``bounds`` as given, with their method, when the refresh is off, when the last one
+    took more than half the time left, or when the deadline passes meanwhile."""
+    start = time.monotonic()
+    if not config.bab.relu_refresh or start + 2 * prob.refresh_seconds >= deadline:
+        return bounds, ROOT_BOUNDS
     try:
         with torch.no_grad():
-            return intermediate_bounds(g, region, config.bounds, fixed=bounds, deadline=deadline), REFRESHED
+            return intermediate_bounds(prob.graph, region, config.bounds, fixed=bounds, deadline=deadline), REFRESHED
     except DeadlineReached:
         return bounds, ROOT_BOUNDS
+    finally:
+        prob.refresh_seconds = time.monotonic() - start
 
 
 def _bound_fitting(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float):
