@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -17,72 +18,100 @@ from verifier.result import Certificate, Leaf, Result, Status
 from verifier.spec.property import Property
 
 
-ATTACK_SHARE = 0.3  # the first attack gets at most this share of the time limit
+ATTACK_SHARE = 0.3  # each attack stage gets at most this share of the time limit
+BOUNDS_REASON = "every unsafe disjunct excluded by bounds"
+
+
+@dataclass
+class _Run:
+    """One verification's fixed parts: the property, the settings, the clock, onnxruntime on the
+    model's file, and the trail of stages that the result carries."""
+
+    prop: Property
+    config: VerifyConfig
+    progress: Callable[[str], None]
+    runner: OnnxRunner
+    started: float
+    trail: list[dict] = field(default_factory=list)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.config.timeout
+
+    def finish(self, status: Status, reason: str, **kw) -> Result:
+        stats = {"time": time.monotonic() - self.started, "cases": len(self.prop.cases)}
+        return Result(status, reason, trail=self.trail, stats=stats, **kw)
+
+    def falsified(self, cex) -> Result:
+        return self.finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
+
+    def verified(self, how: str, reason: str, evidence: dict) -> Result:
+        return self.finish(Status.VERIFIED, reason, certificate=Certificate("sound", how, evidence))
+
+    def attack(self, graph: Graph, indices: list[int] | None, cfg, start: float, seed: int, name: str):
+        """An attack stage on the cases ``indices`` (all when ``None``), for at most
+        ``ATTACK_SHARE`` of the time limit from ``start``."""
+        deadline = min(self.deadline, start + ATTACK_SHARE * self.config.timeout)
+        cases = self.prop.cases if indices is None else [self.prop.cases[i] for i in indices]
+        return _attack(graph, cases, self.runner, cfg, deadline, seed, name, self.trail, self.started,
+                       self.progress, indices)
 
 
 def run_pipeline(model: Graph, prop: Property, config: VerifyConfig,
                  progress: Callable[[str], None]) -> Result:
     """Attack, then bounds per case, then branch and bound on the cases left open."""
     started = time.monotonic()
-    deadline = started + config.timeout
     if model.onnx_path is None:
         raise InputError("the model has no ONNX file to confirm counterexamples with")
     torch.manual_seed(config.seed)
     graph = model.to(device=config.device)  # float32, as the network runs: for attacks
     prover = model.to(device=config.device, dtype=_proof_dtype(config))
-    runner = OnnxRunner(model)
-    trail: list[dict] = []
-
-    def finish(status: Status, reason: str, **kw) -> Result:
-        stats = {"time": time.monotonic() - started, "cases": len(prop.cases)}
-        return Result(status, reason, trail=trail, stats=stats, **kw)
-
-    attack_deadline = min(deadline, started + ATTACK_SHARE * config.timeout)
+    run = _Run(prop, config, progress, OnnxRunner(model), started)
     quick = dataclasses.replace(config.attack, rounds=1, steps=min(config.attack.steps, 20),
                                 samples=min(config.attack.samples, 8192))
-    cex = _attack(graph, prop.cases, runner, quick, attack_deadline, config.seed, "attack (quick)", trail,
-                  started, progress)
+    cex = run.attack(graph, None, quick, started, config.seed, "attack (quick)")
     if cex is not None:
-        return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
+        return run.falsified(cex)
     if config.bounds.method in ("lp", "milp"):
-        return _solver_method(prover, prop, config, runner, deadline, trail, started, progress)
-    open_cases, leaves, worst = _bound_cases(prover, prop, config, deadline, trail, progress)
-    known = {"open_cases": open_cases, "best_global_bound": worst}
+        return _solver_method(prover, prop, config, run.runner, run.deadline, run.trail, started, progress)
+    open_cases, leaves, worst = _bound_cases(prover, prop, config, run.deadline, run.trail, progress)
     if not open_cases:
-        cert = Certificate("sound", "bound propagation", {"leaves": leaves})
-        return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
-    attack_deadline = min(deadline, time.monotonic() + ATTACK_SHARE * config.timeout)
-    cex = _attack(graph, [prop.cases[i] for i in open_cases], runner, config.attack, attack_deadline,
-                  config.seed + 1, "attack", trail, started, progress, open_cases)
+        return run.verified("bound propagation", BOUNDS_REASON, {"leaves": leaves})
+    cex = run.attack(graph, open_cases, config.attack, time.monotonic(), config.seed + 1, "attack")
     if cex is not None:
-        return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime", counterexample=cex)
-    layered = _bound_layers(prover, prop, open_cases, leaves, config, deadline, trail, progress)
+        return run.falsified(cex)
+    layered = _bound_layers(prover, prop, open_cases, leaves, config, run.deadline, run.trail, progress)
     layers = {i: cb.layers for i, cb in layered.items()}
-    if open_cases and all(i in layered for i in open_cases):  # each open case's own best bound
-        worst = min(layered[i].worst() for i in open_cases)
-    known = {"open_cases": open_cases, "best_global_bound": worst}
     if not open_cases:
-        cert = Certificate("sound", "bound propagation", {"leaves": leaves, "layers": layers})
-        return finish(Status.VERIFIED, "every unsafe disjunct excluded by bounds", certificate=cert)
-    if config.bab.enabled and time.monotonic() < deadline:
-        from verifier.engines.bab import run_bab
+        return run.verified("bound propagation", BOUNDS_REASON, {"leaves": leaves, "layers": layers})
+    if all(i in layered for i in open_cases):  # each open case's own best bound
+        worst = min(layered[i].worst() for i in open_cases)
+    return _branch_and_bound(run, prover, open_cases, leaves, layered, worst)
 
-        progress(f"branch and bound on {len(open_cases)} open case(s)")
-        outcome = run_bab(prover, prop, open_cases, runner, config, deadline, progress,
-                          roots={i: cb.root for i, cb in layered.items()})
-        trail.append(outcome.trail_entry(time.monotonic() - started))
-        if outcome.counterexample is not None:
-            return finish(Status.FALSIFIED, "counterexample confirmed by onnxruntime",
-                          counterexample=outcome.counterexample)
-        if outcome.proven:
-            cert = Certificate("sound", "branch and bound", {"leaves": leaves + outcome.leaves, "layers": layers})
-            return finish(Status.VERIFIED, "every sub-domain closed", certificate=cert)
-        if time.monotonic() >= deadline:
-            return finish(Status.TIMEOUT, outcome.reason, bounds=outcome.bounds)
-        return finish(Status.UNKNOWN, outcome.reason, bounds=outcome.bounds)
-    if time.monotonic() >= deadline:
-        return finish(Status.TIMEOUT, "time limit reached with cases open", bounds=known)
-    return finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds", bounds=known)
+
+def _branch_and_bound(run: _Run, prover: Graph, open_cases: list[int], leaves: list, layered: dict,
+                      worst: float) -> Result:
+    """The last stage: branch and bound on the open cases (from their layer-optimised bounds
+    where there are some), or the open cases and the best bound reached as they stand."""
+    known = {"open_cases": open_cases, "best_global_bound": worst}
+    if time.monotonic() >= run.deadline:
+        return run.finish(Status.TIMEOUT, "time limit reached with cases open", bounds=known)
+    if not run.config.bab.enabled:
+        return run.finish(Status.UNKNOWN, f"{len(open_cases)} case(s) not proven by bounds", bounds=known)
+    from verifier.engines.bab import run_bab
+
+    run.progress(f"branch and bound on {len(open_cases)} open case(s)")
+    outcome = run_bab(prover, run.prop, open_cases, run.runner, run.config, run.deadline, run.progress,
+                      roots={i: cb.root for i, cb in layered.items()})
+    run.trail.append(outcome.trail_entry(time.monotonic() - run.started))
+    if outcome.counterexample is not None:
+        return run.falsified(outcome.counterexample)
+    if outcome.proven:
+        layers = {i: cb.layers for i, cb in layered.items()}
+        return run.verified("branch and bound", "every sub-domain closed",
+                            {"leaves": leaves + outcome.leaves, "layers": layers})
+    status = Status.TIMEOUT if time.monotonic() >= run.deadline else Status.UNKNOWN
+    return run.finish(status, outcome.reason, bounds=outcome.bounds)
 
 
 def _solver_method(graph, prop, config, runner, deadline, trail, started, progress) -> Result:
