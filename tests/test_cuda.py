@@ -18,8 +18,10 @@ from verifier.config import BabConfig, BoundsConfig, VerifyConfig
 from verifier.evidence.check import check_report
 from verifier.evidence.report import write_verify_report
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="CUDA not available: the GPU paths run only on a machine with an NVIDIA GPU")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device here: these tests run the GPU paths only; the same engines and oracles "
+           "are covered on the CPU by the rest of the suite")
 
 NO_LAYERS = BoundsConfig(layer_alpha_iterations=0)
 
