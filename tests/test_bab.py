@@ -226,7 +226,7 @@ def test_row_combination_bound_is_below_every_sampled_maximum(make_onnx, seed):
 def _sliver_search(make_onnx, threshold: float, deadline: float, steps: int = 50):
     """A search on ``y = relu(x0) + 0.1 relu(x1)`` over ``[0, 1]²`` whose unsafe set ``y <= threshold``
     is a thin sliver against the face ``x0 = 0`` (for a small positive threshold)."""
-    from verifier.config import AttackConfig, VerifyConfig
+    from verifier.config import AttackConfig
     from verifier.engines.bab_common import SplitOutcome
     from verifier.engines.bab_input import _Search
     from verifier.engines.confirm import UnsafeSet
@@ -321,7 +321,7 @@ def test_refreshed_domain_bounds_hold_at_sampled_points_of_the_domain(make_onnx,
         assert int(inside.sum()) > 100
         for pre in relus.values():
             v = values[pre][inside]
-            (rlo, rhi), (clo, chi) = ((t.reshape(4, -1)[d] for t in b) for b in (refreshed[pre], clamped[pre]))
+            (rlo, rhi), (clo, chi) = ((t.reshape(4, -1)[d] for t in box) for box in (refreshed[pre], clamped[pre]))
             assert bool((v >= rlo - 1e-9).all() and (v <= rhi + 1e-9).all()), pre
             assert bool((rlo >= clo - 1e-12).all() and (rhi <= chi + 1e-12).all()), pre
             tighter += int(((rlo > clo + 1e-9) | (rhi < chi - 1e-9)).sum())

@@ -298,6 +298,12 @@ def test_bounds_bench_refuses_bad_batch_sizes() -> None:
     assert run.returncode == 3 and "--batches" in run.stderr and len(run.stderr.strip().splitlines()) == 1
 
 
+def test_verify_refuses_a_negative_branch_and_bound_batch() -> None:
+    run = run_cli("verify", str(MODELS_DIR / "digits_mlp.onnx"), str(SPECS_DIR / "digits_mlp_eps0.01_idx0.vnnlib"),
+                  "--bab-batch", "-3")
+    assert run.returncode == 3 and "--bab-batch" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
 # ---- published verdicts ----------------------------------------------------------------
 
 def _test_2022_rows() -> list:

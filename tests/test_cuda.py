@@ -13,8 +13,8 @@ import torch
 
 import verifier
 from conftest import MODELS_DIR, SPECS_DIR, benchmark_path, ort_forward
-from test_bab import _acas, _assert_confirmed
-from verifier.config import BabConfig, BoundsConfig, VerifyConfig
+from test_bab import NO_LAYERS, _acas, _assert_confirmed
+from verifier.config import BabConfig, VerifyConfig
 from verifier.evidence.check import check_report
 from verifier.evidence.report import write_verify_report
 
@@ -22,8 +22,6 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="no CUDA device here: these tests run the GPU paths only; the same engines and oracles "
            "are covered on the CPU by the rest of the suite")
-
-NO_LAYERS = BoundsConfig(layer_alpha_iterations=0)
 
 
 def _boxes(model, eps: float, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

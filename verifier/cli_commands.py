@@ -38,9 +38,13 @@ def _config(args, timeout: float):
 
     bounds = BoundsConfig(method=getattr(args, "method", "alpha-crown"), solver=getattr(args, "solver", "HIGHS"),
                           layer_alpha_iterations=getattr(args, "layer_alpha", BoundsConfig.layer_alpha_iterations))
+    batch = getattr(args, "bab_batch", BabConfig.batch)
+    if batch < 0:
+        from verifier.errors import InputError
+
+        raise InputError(f"--bab-batch must be a positive number of sub-domains (0: the device's default), got {batch}")
     bab = BabConfig(enabled=not getattr(args, "no_bab", False), strategy=getattr(args, "bab", "auto"),
-                    milp_after=getattr(args, "milp_after", BabConfig.milp_after),
-                    batch=getattr(args, "bab_batch", BabConfig.batch))
+                    milp_after=getattr(args, "milp_after", BabConfig.milp_after), batch=batch)
     cfg = VerifyConfig(timeout=timeout, device=args.device, seed=args.seed, bounds=bounds, bab=bab)
     return dataclasses.replace(cfg)
 
