@@ -326,3 +326,100 @@ def test_refreshed_domain_bounds_hold_at_sampled_points_of_the_domain(make_onnx,
             assert bool((rlo >= clo - 1e-12).all() and (rhi <= chi + 1e-12).all()), pre
             tighter += int(((rlo > clo + 1e-9) | (rhi < chi - 1e-9)).sum())
     assert tighter > 0, "the splits should tighten some later bound"
+
+
+def test_domain_store_keeps_parents_multipliers_until_its_budget():
+    """Open domains keep their α/β (bfloat16) for their children; the push that would pass the
+    budget drops them all and says so, and the domains themselves are kept."""
+    from verifier.engines.bab_relu import _Store
+
+    def batch(n):
+        states = {"r": torch.zeros(n, 4, dtype=torch.int8)}
+        warm = {("alpha", "r"): torch.rand(n, 2, 4, dtype=torch.float64)}
+        return states, torch.arange(n, dtype=torch.float64), torch.zeros(n, 2, dtype=torch.long), warm
+
+    per_domain = 2 * 2 * 4                                  # bytes of one domain's α in bfloat16
+    store = _Store(*batch(0)[:3], budget=5 * per_domain)
+    states, score, choice, warm = batch(3)
+    assert store.push(states, score, choice, warm)
+    _, _, popped, kept = store.pop(2)
+    assert popped.tolist() == [0.0, 1.0]
+    expected = warm[("alpha", "r")][:2].to(torch.bfloat16)
+    assert torch.equal(kept[("alpha", "r")], expected)
+    assert store.push(*batch(4))                            # 1 + 4 domains: at the budget
+    assert not store.push(*batch(1))                        # 6: past it
+    assert store.warm is None and len(store) == 6
+    assert store.push(*batch(2)) and store.warm is None     # stays cold
+    assert store.pop(1)[3] is None
+
+
+def test_warm_start_projects_parents_multipliers():
+    """Children start from their parents' α (projected into [0, 1]) and β (>= 0); a parameter
+    without a stored value, or of another shape, keeps its start."""
+    from verifier.engines.bab_relu import _warm_started
+
+    alphas = {"a": torch.full((2, 1, 3), 0.5), "b": torch.full((2, 1, 3), 0.5)}
+    betas = {"p": torch.zeros(2, 1, 3)}
+    warm = {("alpha", "a"): torch.tensor([[[-0.5, 0.25, 1.5]]]).expand(2, 1, 3),
+            ("alpha", "b"): torch.ones(1, 1, 3),
+            ("beta", "p"): torch.tensor([[[-1.0, 0.0, 3.0]]]).expand(2, 1, 3)}
+    _warm_started(alphas, betas, warm)
+    assert alphas["a"][0, 0].tolist() == [0.0, 0.25, 1.0]
+    assert alphas["b"].eq(0.5).all()
+    assert betas["p"][1, 0].tolist() == [0.0, 0.0, 3.0]
+
+
+def test_relu_split_without_warm_start_proves_the_same():
+    """The published unsat instance is proven with the α/β warm start and without it."""
+    model = verifier.load_model(benchmark_path("mnist_fc_2022", "onnx", "mnist-net_256x2.onnx"))
+    prop = verifier.load_property(benchmark_path("mnist_fc_2022", "vnnlib", "prop_4_0.03.vnnlib"), model)
+    for mb in (0, 1):
+        result = verifier.verify(model, prop, timeout=60, bab=BabConfig(strategy="relu", warm_start_mb=mb),
+                                 bounds=NO_LAYERS)
+        assert result.verdict == "unsat", (mb, result.reason)
+
+
+def test_contradictory_splits_are_found_empty_by_search_and_checker(make_onnx):
+    """``h1 = x``, ``h2 = relu(h1) - 0.5`` on ``x ∈ [-1, 1]``: no input has ``h1 <= 0`` and
+    ``h2 >= 0`` (dense sampling agrees), so that domain's refreshed bounds are empty, for the
+    search and for the independent checker, and it holds vacuously; the feasible domains
+    (``h1 >= 0``, either sign of ``h2``) are not called empty."""
+    from verifier.bounds.crown import intermediate_bounds
+    from verifier.bounds.linear import Region
+    from verifier.engines import bab_relu
+    from verifier.evidence import check_leaves as lv
+    from verifier.evidence.check_bounds import SoundBounds
+    from verifier.ir.onnx_import import load_onnx
+
+    one = np.ones((1, 1), np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h1"]), helper.make_node("Relu", ["h1"], ["a1"]),
+             helper.make_node("Gemm", ["a1", "W1", "b2"], ["h2"]), helper.make_node("Relu", ["h2"], ["a2"]),
+             helper.make_node("MatMul", ["a2", "W3"], ["y"])]
+    path = make_onnx(nodes, [("x", [1, 1])], [("y", [1, 2])],
+                     {"W1": one, "b1": np.zeros(1, np.float32), "b2": np.full(1, -0.5, np.float32),
+                      "W3": np.array([[1.0, -1.0]], np.float32)}, name="contradiction")
+    x = np.linspace(-1, 1, 100_001)
+    assert not np.any((x <= 0) & (np.maximum(x, 0) - 0.5 >= 0))
+
+    model = verifier.load_model(path).to(dtype=torch.float64)
+    prop = parse_vnnlib_text(_threshold_property(1, 0.0))
+    box = Region(-torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64))
+    root = intermediate_bounds(model, box, BoundsConfig())
+    relus = {n.name: n.inputs[0] for n in model.nodes if n.op == "Relu"}
+    (a1, p1), (a2, p2) = relus.items()
+    signs = [(-1, 1), (1, 1), (1, -1)]                       # only the first is contradictory
+    states = {a1: torch.tensor([[s[0]] for s in signs], dtype=torch.int8).reshape(3, 1, 1),
+              a2: torch.tensor([[s[1]] for s in signs], dtype=torch.int8).reshape(3, 1, 1)}
+    prob = bab_relu._Problem(model, None, None, box, root, relus, None, 0, None)
+    region = Region(box.lower.expand(3, 1), box.upper.expand(3, 1))
+    refreshed, method = bab_relu._refreshed(prob, region, bab_relu._domain_bounds(prob, states), VerifyConfig(),
+                                            time.monotonic() + 60)
+    assert method == bab_relu.REFRESHED
+    assert bab_relu._empty(refreshed, 1e-6).tolist() == [True, False, False]
+
+    sb = SoundBounds(load_onnx(path))
+    case = prop.cases[0]
+    sb_root = sb.intermediate(lv.case_inputs(sb, case))
+    split_signs = {p1: np.array([[s[0]] for s in signs], np.int8), p2: np.array([[s[1]] for s in signs], np.int8)}
+    scores = lv.split_scores(sb, case, sb_root, split_signs, {}, {}, 1e-6, refresh=True)
+    assert scores[0] == np.inf and bool(torch.isfinite(scores[1:]).all())

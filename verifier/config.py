@@ -48,6 +48,8 @@ class BabConfig:
                                  # under its splits (tighter; costs about one CROWN pass per layer)
     relu_candidates: int = 3     # ReLU split: neurons per domain tried by one bound of both children
                                  # (filtered smart branching); 1 = the best BaBSR-style score alone
+    warm_start_mb: int = 1024    # ReLU split: memory for the α/β each open domain keeps for its
+                                 # children (bfloat16); past it every domain starts from default slopes
     input_alpha_iterations: int = 10  # α-CROWN steps on the open domains of each input-split batch
     input_branching: str = "strong"  # input split: "strong" (try every dimension) or "smear"
     milp_after: float = 0.5      # input split: share of the time after which open boxes also go to

@@ -50,27 +50,47 @@ class _Problem:
 
 
 class _Store:
-    """Open domains: split states per ReLU layer ``(S, *shape)`` int8, scores ``(S,)`` and the
-    chosen neuron ``(S, 2)`` (layer index, flat index)."""
+    """Open domains: split states per ReLU layer ``(S, *shape)`` int8, scores ``(S,)``, the chosen
+    neuron ``(S, 2)`` (layer index, flat index) and, while they fit in ``budget`` bytes, the α/β
+    each domain's bound ended with (``warm``: key → ``(S, R, *shape)`` bfloat16; ``None`` once
+    dropped), which its children start from."""
 
-    def __init__(self, states, score, choice):
+    def __init__(self, states, score, choice, budget: int):
         self.states, self.score, self.choice = states, score, choice
+        self.warm: dict | None = {}
+        self.budget = budget
 
     def __len__(self) -> int:
         return self.score.shape[0]
 
     def pop(self, k: int):
+        """The ``k`` worst domains: ``(states, choice, score, warm)`` (``warm`` may be ``None``)."""
         order = torch.argsort(self.score)
         take, keep = order[:k], order[k:]
-        out = ({n: s[take] for n, s in self.states.items()}, self.choice[take], self.score[take])
+        warm = None if self.warm is None else {n: w[take] for n, w in self.warm.items()}
+        out = ({n: s[take] for n, s in self.states.items()}, self.choice[take], self.score[take], warm)
         self.states = {n: s[keep] for n, s in self.states.items()}
         self.score, self.choice = self.score[keep], self.choice[keep]
+        if self.warm is not None:
+            self.warm = {n: w[keep] for n, w in self.warm.items()}
         return out
 
-    def push(self, states, score, choice) -> None:
+    def push(self, states, score, choice, warm: dict | None = None) -> bool:
+        """Add domains (``warm``: their α/β, any float dtype). Returns ``False`` when this push
+        dropped every stored α/β, because keeping them would pass the budget."""
+        old = len(self)
         self.states = {n: torch.cat([s, states[n]]) for n, s in self.states.items()}
         self.score = torch.cat([self.score, score])
         self.choice = torch.cat([self.choice, choice])
+        if self.warm is None:
+            return True
+        per_domain = sum(2 * (w.numel() // max(1, w.shape[0])) for w in (warm or {}).values())
+        if warm is None or len(self) * per_domain > self.budget:
+            self.warm = None
+            return False
+        self.warm = _cat_params([self.warm, {n: w.to(torch.bfloat16) for n, w in warm.items()}],
+                                [old, score.shape[0]])
+        return True
 
 
 def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig, deadline: float,
@@ -90,24 +110,29 @@ def relu_split(graph: Graph, case, case_index: int, runner, config: VerifyConfig
     states = {a: torch.zeros(1, *prob.root[p][0].shape[1:], dtype=torch.int8, device=graph.device)
               for a, p in prob.relus.items()}
     store = _Store({n: s[:0] for n, s in states.items()}, torch.zeros(0, dtype=graph.dtype, device=graph.device),
-                   torch.zeros(0, 2, dtype=torch.long, device=graph.device))
-    last, inherited = time.monotonic(), None
+                   torch.zeros(0, 2, dtype=torch.long, device=graph.device), config.bab.warm_start_mb << 20)
+    if config.bab.warm_start_mb <= 0:
+        store.warm = None
+    last, inherited, warm = time.monotonic(), None, None
     while True:
-        score, choice, cex, params = _bound_fitting(prob, states, config, out, deadline)
+        score, choice, cex, params = _bound_fitting(prob, states, config, out, deadline, warm)
         if inherited is not None:  # a parent's bound holds on its children (and never closes one:
             score = torch.maximum(score, inherited)  # parents are open); helps when time cut the optimisation
         if cex is not None:
             out.counterexample = cex
             return out
-        _file(store, states, score, choice, config.proof_margin, out, params)
+        if not _file(store, states, score, choice, config.proof_margin, out, params):
+            progress(f"relu split: the open domains' α/β passed {config.bab.warm_start_mb} MiB; "
+                     "domains start from default slopes from now on")
         if not len(store) or len(store) > config.bab.max_domains or time.monotonic() >= deadline:
             break  # every popped domain has been bounded and filed: the store is the open set
         if time.monotonic() - last > 2.0:
             last = time.monotonic()
             progress(f"relu split: {len(store)} open, {out.domains_bounded} bounded, "
                      f"worst bound {float(store.score.min()):.4g}")
-        parents, parent_choice, parent_score = store.pop(max(1, config.bab.batch_on(graph.device) // 2))
+        parents, parent_choice, parent_score, parent_warm = store.pop(max(1, config.bab.batch_on(graph.device) // 2))
         states, inherited = _children(prob, parents, parent_choice), torch.cat([parent_score, parent_score])
+        warm = None if parent_warm is None else {n: torch.cat([w, w]) for n, w in parent_warm.items()}
     if len(store) > config.bab.max_domains:
         out.reason = f"domain store reached its cap of {config.bab.max_domains} sub-domains"
     return _finish(store, out)
@@ -134,8 +159,9 @@ def _setup(graph: Graph, case, case_index, runner, config: VerifyConfig, deadlin
     return _Problem(graph, rows, unsafe, region, root, relus, case, case_index, runner)
 
 
-def _file(store: _Store, states, score, choice, margin: float, out: SplitOutcome, params) -> None:
-    """Closed domains count as leaves; open ones with no neuron left to split end the proof."""
+def _file(store: _Store, states, score, choice, margin: float, out: SplitOutcome, params) -> bool:
+    """Closed domains count as leaves; open ones with no neuron left to split end the proof; the
+    others go to the store with their α/β. ``False`` when the store just dropped its α/β."""
     closed = score > margin
     if bool(closed.any()):
         out.leaves.extend(_leaves(states, closed, score, out.case_index, params))
@@ -143,7 +169,10 @@ def _file(store: _Store, states, score, choice, margin: float, out: SplitOutcome
     if bool(stuck.any()):
         out.reason = "a sub-domain with every unstable neuron split stayed open (needs an exact solver)"
     keep = ~closed & ~stuck
-    store.push({n: s[keep] for n, s in states.items()}, score[keep], choice[keep])
+    alphas, betas = params[0], params[1]
+    warm = {**{("alpha", n): a.detach()[keep] for n, a in alphas.items()},
+            **{("beta", n): b.detach()[keep] for n, b in betas.items()}}
+    return store.push({n: s[keep] for n, s in states.items()}, score[keep], choice[keep], warm)
 
 
 def _leaves(states, closed, score, case_index: int, params) -> list[Leaf]:
@@ -156,8 +185,8 @@ def _leaves(states, closed, score, case_index: int, params) -> list[Leaf]:
             splits[d].append((act, int(j), int(flat[d, j])))
     bounds = score[idx].double().cpu().tolist()
     alphas, betas, method = params
-    mult = [{"alpha": {k: v[i].detach().double().cpu().numpy() for k, v in alphas.items()},
-             "beta": {k: v[i].detach().double().cpu().numpy() for k, v in betas.items()}} for i in idx.tolist()]
+    mult = [{"alpha": {k: v[i].detach().double().cpu().numpy().copy() for k, v in alphas.items()},
+             "beta": {k: v[i].detach().double().cpu().numpy().copy() for k, v in betas.items()}} for i in idx.tolist()]
     return [Leaf(case_index, method, b, splits=tuple(sp), multipliers=m)
             for b, sp, m in zip(bounds, splits, mult)]
 
@@ -173,8 +202,10 @@ def _domain_bounds(prob: _Problem, states) -> dict:
     return bounds
 
 
-def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float):
-    """α/β-optimised bounds of a batch of domains; returns (score, choice, counterexample)."""
+def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float, warm=None):
+    """α/β-optimised bounds of a batch of domains, the optimisation started from ``warm`` (the
+    α/β their parents ended with, :class:`_Store`) where given; returns (score, choice,
+    counterexample, (alphas, betas, method))."""
     g, D = prob.graph, next(iter(states.values())).shape[0]
     bounds = _domain_bounds(prob, states)
     region = Region(prob.region.lower.expand(D, *prob.region.lower.shape[1:]),
@@ -184,13 +215,15 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
     alphas = _initial_alphas(g, C, bounds)
     betas = {prob.relus[a]: torch.zeros(D, C.shape[1], *s.shape[1:], dtype=g.dtype, device=g.device,
                                         requires_grad=True) for a, s in states.items() if bool((s != 0).any())}
+    if warm:
+        _warm_started(alphas, betas, warm)
     signs = {prob.relus[a]: -s.to(g.dtype).unsqueeze(1) for a, s in states.items()}
     _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, prob.rows)
     trace = Trace(at_activation={})
     with torch.no_grad():
         extra = {p: b * signs[p] for p, b in betas.items()}
         best = spec_bounds(g, C, bounds, region, alphas, extra, trace)  # exactly the recorded multipliers
-        score = prob.rows.worst(best)
+        score = torch.where(_empty(bounds, config.proof_margin), torch.inf, prob.rows.worst(best))
         wr = prob.rows.worst_row(best)
         candidates = _candidates(prob, states, bounds, trace, wr, max(1, config.bab.relu_candidates))
         choice = candidates[:, 0]
@@ -202,6 +235,18 @@ def _bound(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, dead
                                  config.proof_margin)
     out.domains_bounded += D
     return score, choice, cex, (alphas, betas, method)
+
+
+def _empty(bounds: dict, margin: float) -> torch.Tensor:
+    """Domains ``(D,)`` whose bounds are empty at some value (``lo > hi + margin``): no input
+    takes their split signs, so they hold vacuously (β-CROWN's infeasible splits). The evidence
+    checker recomputes the bounds soundly and accepts such a leaf only if it finds them empty too."""
+    D = next(iter(bounds.values()))[0].shape[0]
+    empty = torch.zeros(D, dtype=torch.bool, device=next(iter(bounds.values()))[0].device)
+    for lo, hi in bounds.values():
+        if lo.shape[0] == D:
+            empty |= (lo - hi > margin).reshape(D, -1).any(dim=1)
+    return empty
 
 
 def _refreshed(prob: _Problem, region: Region, bounds: dict, config: VerifyConfig,
@@ -222,10 +267,23 @@ def _refreshed(prob: _Problem, region: Region, bounds: dict, config: VerifyConfi
         prob.refresh_seconds = time.monotonic() - start
 
 
-def _bound_fitting(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float):
+def _warm_started(alphas: dict, betas: dict, warm: dict) -> None:
+    """Set the α ``(D, R, *shape)`` and β to the parents' values in ``warm`` (projected back to
+    α ∈ [0, 1], β >= 0), in place; those without a stored value keep their start."""
+    with torch.no_grad():
+        for kind, params, low, high in (("alpha", alphas, 0.0, 1.0), ("beta", betas, 0.0, None)):
+            for name, p in params.items():
+                w = warm.get((kind, name))
+                if w is not None and w.shape == p.shape:
+                    p.copy_(w.to(p.dtype).clamp(min=low, max=high))
+
+
+def _bound_fitting(prob: _Problem, states, config: VerifyConfig, out: SplitOutcome, deadline: float,
+                   warm: dict | None = None):
     """:func:`_bound`, on halves of the batch (recursively) when the whole does not fit in memory."""
     D = next(iter(states.values())).shape[0]
-    run = lambda sl: _bound(prob, {k: v[sl] for k, v in states.items()}, config, out, deadline)  # noqa: E731
+    run = lambda sl: _bound(prob, {k: v[sl] for k, v in states.items()}, config, out, deadline,  # noqa: E731
+                            None if warm is None else {k: v[sl] for k, v in warm.items()})
     return in_halves(run, D, _merge_bounded, "ReLU-split domains")
 
 
@@ -255,8 +313,8 @@ def _cat_params(dicts: list[dict], sizes: list[int]) -> dict:
 
 def _optimise(g, C, bounds, region, alphas, betas, signs, config, deadline, rows) -> torch.Tensor:
     """Best per-row bound over α/β optimisation; ``alphas``/``betas`` end at the values that give it."""
-    with torch.no_grad():
-        best = spec_bounds(g, C, bounds, region, alphas)
+    with torch.no_grad():  # the start may hold warm β: the best so far is that of the start
+        best = spec_bounds(g, C, bounds, region, alphas, {p: b * signs[p] for p, b in betas.items()})
     if not alphas and not betas:
         return best
     done = lambda b: bool((rows.worst(b) > config.proof_margin).all())  # noqa: E731

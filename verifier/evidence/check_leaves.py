@@ -154,8 +154,19 @@ def split_scores(sb: SoundBounds, case, root: dict[str, Box], signs: dict, alpha
         if refresh:
             bounds = sb.intermediate(inputs, fixed=bounds)
         a = {k: torch.as_tensor(v[sl]) for k, v in alphas.items()}
-        out.append(_scores(sb, rows, inputs, bounds, a, extra or None, margin))
+        scores = _scores(sb, rows, inputs, bounds, a, extra or None, margin)
+        out.append(torch.where(_empty(bounds, n), torch.inf, scores))
     return torch.cat(out)
+
+
+def _empty(bounds: dict[str, Box], n: int) -> torch.Tensor:
+    """Leaves ``(n,)`` whose sound bounds are empty at some value (``lo > hi``): no input takes
+    their split signs, so they hold vacuously."""
+    empty = torch.zeros(n, dtype=torch.bool)
+    for lo, hi in bounds.values():
+        if lo.shape[0] == n:
+            empty |= (lo > hi).reshape(n, -1).any(dim=1)
+    return empty
 
 
 def _scores(sb: SoundBounds, rows: CaseRows, inputs: InputSet, bounds, alphas: dict | None = None,
