@@ -95,7 +95,7 @@ def certify(model: Graph, x, sigma: float, n0: int = 100, n: int = 100_000, alph
     """Randomized-smoothing certificate (Cohen et al. 2019) of the smoothed classifier g at one
     input ``x`` (shape ``model.input_shape`` or flat): ``.prediction`` (-1 abstains), ``.radius``
     (ℓ2), ``.pA_lower``, ``.counts``, ``.certificate`` (probabilistic, about g, not f).
-    ``overlap`` (noise on a second thread; default on CPU with two cores) and ``fold`` (noise
+    ``overlap`` (noise on a second thread; default on CPU when a core is free of torch's threads) and ``fold`` (noise
     drawn after a narrowing first layer: same law, fewer normals, other samples for a seed):
     see :func:`verifier.engines.smoothing.certify`."""
     from verifier.engines.smoothing import certify as _certify

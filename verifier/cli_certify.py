@@ -49,12 +49,12 @@ def register_certify(sub) -> None:
     p.add_argument("--plot", help="write a PNG of certified accuracy against radius")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is often fastest for small "
-                        "models on a busy machine)")
+                   help="CPU threads for torch (default: torch's choice, one per core; for small models "
+                        "1 is often fastest: it leaves a core to the noise thread)")
     p.add_argument("--no-overlap", action="store_true",
-                   help="draw the noise on the main thread (default on CPU: a second thread draws the next "
-                        "batch while the network runs; the counts are the same either way; turn it off "
-                        "when another process keeps the second core busy)")
+                   help="draw the noise on the main thread (default on CPU when torch's threads leave a core "
+                        "free: a second thread draws the next batch while the network runs; the counts are "
+                        "the same either way; turn it off when another process keeps that core busy)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_memory_limit(p)
     p.set_defaults(func=run_certify)

@@ -12,7 +12,7 @@ with ``seed``; certify draws its ``n0`` selection samples and then its ``n`` est
 in batches of ``batch`` (the last one smaller), each batch being
 ``torch.empty(m, n_inputs).normal_(0, sigma, generator=gen) + x`` in the model's dtype.
 Noise, forward passes, argmax and counting all stay on the device. With ``overlap`` (default
-on CPU with two or more cores) a second thread draws the next batch while the network runs on
+on CPU when a core is left free by torch's intra-op threads) a second thread draws the next batch while the network runs on
 the current one: the same draws in the same order, so the same counts. With ``fold=True``
 (off by default) the noise is drawn after a narrowing first ``Linear`` layer instead, as
 ``(m, h)`` normals (see :func:`~verifier.engines.smoothing_sampling.sampler`): the same law of
@@ -141,7 +141,7 @@ def certify(model: Graph, x: Any, sigma: float, n0: int = 100, n: int = 100_000,
     ``x``: one input, shape ``model.input_shape`` or flat ``(n_inputs,)``. ``timeout``
     (seconds): when it passes before all samples are drawn the answer is an abstention.
     ``overlap``: generate noise on a second thread while the network runs (see
-    :func:`sample_counts`; default: on CPU with two or more cores); same counts either way.
+    :func:`sample_counts`; default: on CPU when a core is free of torch's intra-op threads); same counts either way.
     ``fold``: draw the noise after the first layer when it is a narrowing ``Linear`` (see
     :func:`sampler`): the same law of ``f(x + ε)``, fewer normals, other samples for a seed.
     """

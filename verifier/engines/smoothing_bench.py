@@ -11,7 +11,7 @@ after one warm-up, all in this process with ``T`` torch intra-op threads:
   noise, no argmax, no counting). This is the reference of every ratio;
 * noise only: ``normal_`` into a preallocated buffer plus the in-place add of ``x``;
 * certify: :func:`certify` with its defaults (noise, forward, argmax and counting, plus the
-  statistics). With ``overlap`` (the default on CPU with two or more cores) certify runs one
+  statistics). With ``overlap`` (the default on CPU when a core is free of torch's intra-op threads) certify runs one
   extra Python thread that only generates noise, next to the ``T`` intra-op threads: then it
   uses one thread more than the plain forward passes, and the report says so and also gives
   the forward passes with ``T + 1`` intra-op threads, for a like-for-like budget;

@@ -4,7 +4,8 @@
 Holds the batch plan (:func:`batch_plan`), the noise-to-logits map (:func:`sampler`, with the
 optional fold of a narrowing first ``Linear`` layer, :func:`foldable`) and the counting loop
 (:func:`sample_counts`, class indices counted in bulk by :class:`_Tally`), which may overlap
-noise generation on a worker thread with the forward passes on CPU (:func:`default_overlap`;
+noise generation on a worker thread with the forward passes on CPU when a core is free of
+torch's intra-op threads (:func:`default_overlap`;
 ``BUFFERS`` noise buffers ``(batch, d)`` in turn, the worker started with SIGINT/SIGTERM
 blocked and always joined). The draws, and so the counts, are the
 same with and without the overlap.
@@ -34,16 +35,23 @@ def batch_plan(nums: Sequence[int], batch: int) -> list[tuple[int, int]]:
 
 
 def default_overlap(device: torch.device) -> bool:
-    """Whether :func:`sample_counts` overlaps noise with forward passes by default: on CPU
-    when this process may run on at least two cores. Measured on 2 cores: +15% (CNN) to +70%
-    (MLPs) when the second core is free, 2-8% slower when another process keeps it busy (pass
-    ``overlap=False`` there). Never on CUDA, where kernels are asynchronous already (measured
-    on an H200: drawing the next batch on a second stream made certify 5-18% slower on the MLP
-    and no faster on the CNN)."""
+    """Whether :func:`sample_counts` overlaps noise with forward passes by default: on CPU when
+    this process may run on more cores than torch's intra-op threads take, so that the noise
+    thread has a core of its own. Measured on 2 cores with 1 intra-op thread: +15% (CNN) to
+    +70% (MLPs) when the second core is free, 2-8% slower when another process keeps it busy
+    (pass ``overlap=False`` there). With 2 intra-op threads on 2 cores (torch's default) the
+    three threads contend and certify ran at half its serial speed on the digits MLP, hence the
+    rule. Never on CUDA, where kernels are asynchronous already (measured on an H200: drawing
+    the next batch on a second stream made certify 5-18% slower on the MLP and no faster on
+    the CNN)."""
     if device.type != "cpu":
         return False
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores >= 2
+    return usable_cores() > torch.get_num_threads()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def foldable(model: Graph) -> bool:
