@@ -5,8 +5,10 @@ Its intermediate bounds are the root's, clamped by the splits, then recomputed b
 those splits (``BabConfig.relu_refresh``); its bound optimises the
 relaxation slopes (α) and one Lagrange multiplier per split (β >= 0, adding ``β·s·z`` with
 ``s = +1`` for inactive and ``-1`` for active, which is ``<= 0`` on the domain) for the
-property rows. Branching picks, per domain, the unstable neuron whose upper relaxation costs
-the bound most (a BaBSR-style score).
+property rows, starting from the α/β its parent ended with (kept in the store while they fit
+in ``BabConfig.warm_start_mb``). A domain whose bounds come out empty holds vacuously (no input
+takes its split signs). Branching picks, per domain, the unstable neuron whose upper relaxation
+costs the bound most (a BaBSR-style score).
 """
 from __future__ import annotations
 
