@@ -33,36 +33,29 @@ def _piecewise_linear_relu(lo, hi, alpha, neg_slope: float):
     Stable neurons get the exact line (slope 1 or ``neg_slope``); unstable ones the chord
     through ``(lo, s·lo)`` and ``(hi, hi)`` above and slope ``s + (1 - s)·alpha`` below;
     unstable ones narrower than ``_TINY`` the constant ``max(hi, 0)`` above (a chord that steep
-    cannot be trusted) and ``neg_slope`` below.
+    cannot be trusted) and ``neg_slope`` below. For ReLU (``s = 0``) the terms that vanish are
+    skipped: this runs on every CROWN pass.
     """
     s = neg_slope
     active = lo >= 0
-    unstable = (hi > 0) & ~active
-    narrow = unstable & ((hi - lo) < _TINY)
-    wide = unstable & ~narrow
-    stable_k = s + (1 - s) * active.to(lo.dtype)
-    chord = (hi - s * lo) / (hi - lo).clamp_min(_TINY)
-    if alpha is None:
-        alpha = (hi >= -lo).to(lo.dtype)
-    lw = torch.where(wide, s + (1 - s) * alpha.clamp(0, 1), stable_k)
-    uw = torch.where(wide, chord, torch.where(narrow, 0.0, stable_k))
-    ub = torch.where(wide, (s - chord) * lo, torch.where(narrow, hi.clamp(min=0), 0.0))
-    return lw, torch.zeros_like(lo), uw, ub
-
-
-def _relu_lines(lo, hi, alpha):
-    """:func:`_piecewise_linear_relu` for ReLU (slope 0 below), in fewer tensor ops: the same
-    lines for every neuron."""
-    active = lo >= 0
     width = hi - lo
-    wide = (hi > 0) & ~active & (width >= _TINY)
-    on = active.to(lo.dtype)
-    chord = hi / width.clamp_min(_TINY)
+    unstable = (hi > 0) & ~active
+    wide = unstable & (width >= _TINY)
+    stable_k = active.to(lo.dtype)
     if alpha is None:
         alpha = (hi >= -lo).to(lo.dtype)
-    lw = torch.where(wide, alpha.clamp(0, 1), on)
-    uw = torch.where(wide, chord, on)                   # narrow unstable: slope 0, like inactive
-    ub = torch.where(wide, -chord * lo, torch.where(active, 0.0, hi.clamp(min=0)))
+    alpha = alpha.clamp(0, 1)
+    if s:
+        stable_k = s + (1 - s) * stable_k
+        alpha = s + (1 - s) * alpha
+        chord = (hi - s * lo) / width.clamp_min(_TINY)
+        above_k = torch.where(unstable, 0.0, stable_k)    # narrow unstable: slope 0 above
+    else:
+        chord = hi / width.clamp_min(_TINY)
+        above_k = stable_k                                # already 0 wherever not active
+    lw = torch.where(wide, alpha, stable_k)
+    uw = torch.where(wide, chord, above_k)
+    ub = torch.where(wide, (s - chord) * lo, torch.where(active, 0.0, hi.clamp(min=0)))
     return lw, torch.zeros_like(lo), uw, ub
 
 
@@ -78,7 +71,7 @@ class Relu(Activation):
         return torch.relu(x)
 
     def relax(self, lo, hi, alpha=None):
-        return _relu_lines(lo, hi, alpha)
+        return _piecewise_linear_relu(lo, hi, alpha, 0.0)
 
     def alpha_shape_ok(self) -> bool:
         return True

@@ -38,7 +38,6 @@ class Linear(Affine):
             return [A_in], A.new_zeros(A.shape[:2])
         return [A_in], (A.flatten(2) @ b.expand(*A.shape[2:]).reshape(-1, 1)).squeeze(-1)
 
-
     def unit_rows_backward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The backward step of unit rows on output neurons ``idx`` ``(B, r)`` (flat indices):
         a gather of weight rows, ``(B, r, k)``, and of the bias, ``(B, r)`` (``None`` without
