@@ -55,7 +55,7 @@ def probe_open_domains(graph, unsafe, lo, hi, a, score, case, case_index, runner
     open_ = score <= margin
     if not bool(open_.any()):
         return None
-    lo, hi, a, sc = lo[open_], hi[open_], a[open_], score[open_]
+    lo, hi, a = lo[open_], hi[open_], a[open_]
     vertex = torch.where(a > 0, lo, hi)
     u = torch.rand(PROBE_SAMPLES * lo.shape[0], lo.shape[1], generator=_probe_rng(lo), dtype=lo.dtype)
     uniform = lo.repeat(PROBE_SAMPLES, 1) + u.to(lo.device) * (hi - lo).repeat(PROBE_SAMPLES, 1)

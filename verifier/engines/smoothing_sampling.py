@@ -5,10 +5,9 @@ Holds the batch plan (:func:`batch_plan`), the noise-to-logits map (:func:`sampl
 optional fold of a narrowing first ``Linear`` layer, :func:`foldable`) and the counting loop
 (:func:`sample_counts`, class indices counted in bulk by :class:`_Tally`), which may overlap
 noise generation on a worker thread with the forward passes on CPU when a core is free of
-torch's intra-op threads (:func:`default_overlap`;
-``BUFFERS`` noise buffers ``(batch, d)`` in turn, the worker started with SIGINT/SIGTERM
-blocked and always joined). The draws, and so the counts, are the
-same with and without the overlap.
+torch's intra-op threads (:func:`default_overlap`; ``BUFFERS`` noise buffers ``(batch, d)`` in
+turn, the worker started with SIGINT/SIGTERM blocked and always joined). The draws, and so the
+counts, are the same with and without the overlap.
 """
 from __future__ import annotations
 
@@ -46,10 +45,10 @@ def default_overlap(device: torch.device) -> bool:
     the CNN)."""
     if device.type != "cpu":
         return False
-    return usable_cores() > torch.get_num_threads()
+    return _usable_cores() > torch.get_num_threads()
 
 
-def usable_cores() -> int:
+def _usable_cores() -> int:
     """Cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
